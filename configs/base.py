@@ -1,0 +1,94 @@
+"""Defaults shared by every experiment; the files beside this one change what differs.
+
+Every number that decides an experiment is here or in those files. Any field can be
+overridden on the command line, e.g. `--config.loss.margin=0.5`, and the resolved
+config is written next to each stage's results as `config.json`.
+"""
+
+import ml_collections
+
+
+def base_config():
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict(dict(
+        name="sample",  # sample, folder, cifar10, cifar100, or another TFDS name.
+        data_dir="",  # Offline archives, an image folder or its tar, or a TFDS data_dir.
+        image_size=32,
+        channels=3,
+        label_type="fine",  # CIFAR-100 only: fine (100 classes) or coarse (20).
+        verify_checksums=True,
+        validation_fraction=0.1,  # Carved from train with the seed; for tuning, never test.
+        max_train_examples=0,  # 0 keeps all; smaller values make quick runs.
+        crop_padding=4,
+        flip=True,
+        jitter_strength=0.0,  # SupCon's colour jitter (0.4 there); 0 turns it off.
+        grayscale_probability=0.0,  # SupCon's random grayscale (0.2 there).
+    ))
+
+    config.model = ml_collections.ConfigDict(dict(
+        width=1.0,  # Multiplier of ResNet-18's channels; 1.0 is the paper's network.
+    ))
+
+    # total = ce_weight * CE + supcon_weight * SupCon + margin_weight * Margin (pretrain).
+    config.loss = ml_collections.ConfigDict(dict(
+        ce_weight=1.0,
+        supcon_weight=1.0,
+        margin_weight=1.0,
+        temperature=0.1,
+        margin_form="pairwise",  # pairwise (Hadsell et al. 2006) or additive (SupCon with margin).
+        margin=1.0,  # Distance in [0, 2] (pairwise) or similarity margin (additive).
+    ))
+
+    # baseline and pretrain share this schedule, so that they differ only in the loss.
+    config.train = ml_collections.ConfigDict(dict(
+        batch_size=256,
+        epochs=100,
+        steps_per_epoch=0,  # 0: one pass over the training images.
+        optimizer="sgd",  # sgd or adamw.
+        learning_rate=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="cosine",  # cosine (after a linear warm-up) or constant.
+        warmup_epochs=5,
+        precision="auto",  # auto, float32, mixed_float16 or mixed_bfloat16.
+        jit_compile="auto",  # auto (Keras decides), or True / False.
+    ))
+
+    config.finetune = ml_collections.ConfigDict(dict(
+        mode="linear",  # linear: frozen encoder, new linear classifier; full: train all.
+        epochs=20,
+        learning_rate=0.1,
+        weight_decay=0.0,
+        warmup_epochs=0,
+    ))
+
+    config.attack = ml_collections.ConfigDict(dict(
+        models=("baseline", "pretrain", "finetune"),
+        epsilons=(0, 1, 2, 4, 8, 16),  # Out of 255.
+        pgd_steps=10,
+        pgd_step_size=0.0,  # Out of 255; 0 uses 2.5 * epsilon / steps (Madry et al.).
+        pgd_restarts=1,
+        use_predictions=False,  # Attack the model's own predictions, not the labels.
+        max_examples=0,  # 0: the whole test split.
+        batch_size=256,
+        embedding_examples=1000,  # Test images drawn in the t-SNE picture.
+    ))
+
+    config.export = ml_collections.ConfigDict(dict(
+        model="finetune",  # Which stage's model to export.
+        name="supcon_resnet18",
+    ))
+    return config
+
+
+def shrink_for_smoke(config):
+    """A few steps of everything, for tests: same code paths, seconds instead of hours."""
+    config.data.max_train_examples = 256
+    config.model.width = 1 / 16
+    config.train.update(batch_size=32, epochs=1, steps_per_epoch=2, warmup_epochs=0)
+    config.finetune.epochs = 1
+    config.attack.update(epsilons=(0, 8), pgd_steps=2, max_examples=64, batch_size=32,
+                         embedding_examples=64)
+    return config

@@ -1,0 +1,217 @@
+"""Reads the official CIFAR-10 and CIFAR-100 archives from a local directory, offline.
+
+Both official formats are read: the binary one (`cifar-*-binary.tar.gz`, fixed-size
+records) and the Python one (`cifar-*-python.tar.gz`, pickles). Each archive is first
+checked against its published checksum. A file that fails is reported and left exactly
+as it is: nothing here deletes, moves or rewrites a user's file (which is why
+`keras.utils.get_file`, which deletes a file whose hash mismatches, is not used).
+
+The pickles are read with an unpickler that admits only the numpy array types the
+CIFAR files contain, because a plain `pickle.load` runs whatever code a file names.
+"""
+
+import dataclasses
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import zlib
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.split import Split
+
+IMAGE_SHAPE = (32, 32, 3)
+_PIXELS = 32 * 32 * 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Archive:
+    """One official archive: its file name, published checksum and layout."""
+
+    filename: str
+    algorithm: str  # "md5" or "sha256"
+    digest: str
+    source: str  # where the checksum was published
+    fmt: str  # "binary" or "python"
+    dataset: str  # "cifar10" or "cifar100"
+
+
+# Checksums: the python archives' md5 as published on the CIFAR page (Krizhevsky);
+# the binary archives' sha256 as TFDS 4.9.10 registers them (url_checksums/cifar*.txt).
+ARCHIVES = (
+    Archive("cifar-100-python.tar.gz", "md5", "eb9058c3a382ffc7106e4002c42a8d85",
+            "CIFAR page", "python", "cifar100"),
+    Archive("cifar-100-binary.tar.gz", "sha256",
+            "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec",
+            "TFDS 4.9.10", "binary", "cifar100"),
+    Archive("cifar-10-python.tar.gz", "md5", "c58f30108f718f92721af3b95e74349a",
+            "CIFAR page", "python", "cifar10"),
+    Archive("cifar-10-binary.tar.gz", "sha256",
+            "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+            "TFDS 4.9.10", "binary", "cifar10"),
+)
+
+
+def find_archive(dataset, data_dir):
+    """Returns the path and description of the official archive for `dataset` in `data_dir`, or None."""
+    if os.path.isfile(data_dir):
+        candidates = [(data_dir, a) for a in ARCHIVES if os.path.basename(data_dir) == a.filename]
+    else:
+        candidates = [(os.path.join(data_dir, a.filename), a) for a in ARCHIVES]
+    for path, archive in candidates:
+        if archive.dataset == dataset and os.path.isfile(path):
+            return path, archive
+    return None
+
+
+def verify_checksum(path, archive):
+    """Raises UserError if the file's digest differs from the published one; reads only."""
+    digest = hashlib.new(archive.algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != archive.digest:
+        raise UserError(
+            f"{path}: checksum mismatch ({archive.algorithm} {digest.hexdigest()}, the official "
+            f"file has {archive.digest} per {archive.source}); it is damaged or not the official "
+            f"archive. It was left untouched: download it again, or pass "
+            f"--config.data.verify_checksums=False to read it anyway.")
+
+
+def load(path, archive, label_type="fine", verify=True):
+    """Reads one official archive. Returns (train Split, test Split, class names)."""
+    if verify:
+        verify_checksum(path, archive)
+    if archive.dataset == "cifar100" and label_type not in ("fine", "coarse"):
+        raise UserError(f"config.data.label_type={label_type!r}: CIFAR-100 has 'fine' "
+                        "(100 classes) or 'coarse' (20 superclasses) labels.")
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            files = {m.name: m for m in tar.getmembers() if m.isfile()}
+
+            def read(name):
+                if name not in files:
+                    raise UserError(f"{path}: {name} is missing from the archive; it is not an "
+                                    f"intact {archive.filename}. Download it again.")
+                return tar.extractfile(files[name]).read()
+
+            reader = _read_binary if archive.fmt == "binary" else _read_python
+            return reader(read, path, archive.dataset, label_type)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        raise UserError(f"{path}: corrupt or truncated archive ({error}); download it again.") from None
+
+
+def _read_binary(read, path, dataset, label_type):
+    if dataset == "cifar10":
+        root = "cifar-10-batches-bin/"
+        names = _text_lines(read(root + "batches.meta.txt"))
+        train_files = [root + f"data_batch_{i}.bin" for i in range(1, 6)]
+        test_files = [root + "test_batch.bin"]
+        label_bytes, label_index = 1, 0
+    else:
+        root = "cifar-100-binary/"
+        names = _text_lines(read(root + f"{label_type}_label_names.txt"))
+        train_files, test_files = [root + "train.bin"], [root + "test.bin"]
+        label_bytes, label_index = 2, (0 if label_type == "coarse" else 1)
+
+    def records(member_names):
+        images, labels = [], []
+        for name in member_names:
+            raw = np.frombuffer(read(name), np.uint8)
+            if raw.size % (label_bytes + _PIXELS):
+                raise UserError(f"{path}: {name} is not a whole number of "
+                                f"{label_bytes + _PIXELS}-byte records; download the archive again.")
+            raw = raw.reshape(-1, label_bytes + _PIXELS)
+            labels.append(raw[:, label_index].astype(np.int64))
+            images.append(raw[:, label_bytes:])
+        return _to_split(np.concatenate(images), np.concatenate(labels), len(names), path)
+
+    return records(train_files), records(test_files), names
+
+
+def _read_python(read, path, dataset, label_type):
+    if dataset == "cifar10":
+        root = "cifar-10-batches-py/"
+        names = _strings(_unpickle(read(root + "batches.meta"), path)[b"label_names"])
+        train_files = [root + f"data_batch_{i}" for i in range(1, 6)]
+        test_files, label_key = [root + "test_batch"], b"labels"
+    else:
+        root = "cifar-100-python/"
+        names = _strings(_unpickle(read(root + "meta"), path)[f"{label_type}_label_names".encode()])
+        train_files, test_files = [root + "train"], [root + "test"]
+        label_key = f"{label_type}_labels".encode()
+
+    def batches(member_names):
+        images, labels = [], []
+        for name in member_names:
+            batch = _unpickle(read(name), path)
+            try:
+                images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, _PIXELS))
+                labels.append(np.asarray(batch[label_key], np.int64))
+            except (KeyError, ValueError, TypeError) as error:
+                raise UserError(f"{path}: {name} does not hold CIFAR data ({error!r}); "
+                                "download the archive again.") from None
+        return _to_split(np.concatenate(images), np.concatenate(labels), len(names), path)
+
+    return batches(train_files), batches(test_files), names
+
+
+def _to_split(flat_images, labels, num_classes, path):
+    if len(flat_images) != len(labels):
+        raise UserError(f"{path}: {len(flat_images)} images but {len(labels)} labels; "
+                        "download the archive again.")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise UserError(f"{path}: label {labels[bad[0]]} of example {bad[0]} is outside "
+                        f"0..{num_classes - 1}; the archive is damaged, download it again.")
+    # The official layout stores each image as three 32x32 planes (R, G, B).
+    images = flat_images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return Split(np.ascontiguousarray(images), labels)
+
+
+def _text_lines(data):
+    return [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
+
+
+def _strings(values):
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only the globals a pickled numpy array needs; refuses everything else."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+        if name == "_reconstruct":
+            return _reconstruct
+        return getattr(np, name)
+
+
+def _reconstruct(*args):
+    # numpy moved `_reconstruct` from numpy.core to numpy._core in 2.0; both names map here.
+    try:
+        from numpy._core.multiarray import _reconstruct as reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct as reconstruct
+    return reconstruct(*args)
+
+
+def _unpickle(data, path):
+    try:
+        return _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except pickle.UnpicklingError as error:
+        raise UserError(f"{path}: a pickle in it is not plain CIFAR data ({error}); "
+                        "this is not the official archive.") from None
+    except (EOFError, ValueError, TypeError) as error:
+        raise UserError(f"{path}: a pickle in it is damaged ({error!r}); download it again.") from None

@@ -1,0 +1,126 @@
+"""Chooses a data source by name and returns its images in memory.
+
+`load` is the one entry point: every source (TFDS, the official CIFAR archives, an image
+folder or its tar, the embedded sample) gives the same `ImageData`, whose splits hold
+uint8 images [N, H, W, C] and int64 labels [N]; `Split.as_dataset` (below) makes a
+`tf.data.Dataset` of `(uint8 image [H, W, C], int64 label)` from one of them.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from pipeline import cifar_archives
+from pipeline import image_folder
+from pipeline.split import Split  # noqa: F401 (re-exported for the stages)
+from pipeline.errors import UserError
+
+SAMPLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample",
+                           "cifar10_sample.tar.gz")
+NAMES = ("sample", "folder", "cifar10", "cifar100")
+
+
+@dataclasses.dataclass
+class ImageData:
+    """A data set in memory: train and test splits, class names and where it came from."""
+
+    name: str
+    source: str
+    train: Split
+    test: Split
+    class_names: list
+
+    @property
+    def image_shape(self):
+        return tuple(self.train.images.shape[1:])
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def summary(self):
+        """Counts per split and class, as lines a person can check before training."""
+        lines = [f"dataset {self.name}: {self.source}",
+                 f"image shape {self.image_shape} uint8, {self.num_classes} classes"]
+        for split_name, split in (("train", self.train), ("test", self.test)):
+            counts = np.bincount(split.labels, minlength=self.num_classes)
+            lines.append(f"{split_name}: {len(split.labels)} images, per class "
+                         f"min {counts.min()} max {counts.max()}")
+        shown = ", ".join(f"{i}:{n}" for i, n in enumerate(self.class_names[:10]))
+        lines.append("classes " + shown + (" ..." if self.num_classes > 10 else ""))
+        return "\n".join(lines)
+
+
+def load(name="sample", data_dir="", image_size=32, channels=3, label_type="fine",
+         verify_checksums=True):
+    """Loads data set `name`; see the module docstring and README for the choices."""
+    if name == "sample":
+        train, test, classes = image_folder.load(SAMPLE_PATH, image_size, channels)
+        source = f"embedded sample of CIFAR-10 (JPEG copies), {SAMPLE_PATH}"
+    elif name == "folder":
+        if not data_dir:
+            raise UserError("--dataset=folder needs --data_dir=<folder with train/ and test/, "
+                            "or a .tar of it>.")
+        train, test, classes = image_folder.load(data_dir, image_size, channels)
+        source = f"image folder {data_dir}"
+    else:
+        found = None
+        if name in ("cifar10", "cifar100") and data_dir:
+            if not os.path.exists(data_dir):
+                raise UserError(f"--data_dir={data_dir}: no such file or directory.")
+            found = cifar_archives.find_archive(name, data_dir)
+        if found:
+            path, archive = found
+            train, test, classes = cifar_archives.load(path, archive, label_type, verify_checksums)
+            source = f"official archive {path}"
+        else:
+            from pipeline import tfds_source
+            tfds_label = "coarse_label" if (name == "cifar100" and label_type == "coarse") else "label"
+            train, test, classes = tfds_source.load(name, data_dir or None, tfds_label)
+            source = f"TFDS {name}" + (f" in {data_dir}" if data_dir else "")
+        train, test = conform(train, image_size, channels), conform(test, image_size, channels)
+    return ImageData(name, source, train, test, list(classes))
+
+
+def conform(split, size, channels):
+    """Converts a split's images to [size, size, channels] if they are not already."""
+    if split.images.ndim == 3:
+        split = Split(split.images[..., None], split.labels)
+    _, height, width, have = split.images.shape
+    if (height, width, have) == (size, size, channels):
+        return split
+    import tensorflow as tf
+
+    images = tf.constant(split.images)
+    if have != channels:
+        if (have, channels) == (3, 1):
+            images = tf.image.rgb_to_grayscale(images)
+        elif (have, channels) == (1, 3):
+            images = tf.image.grayscale_to_rgb(images)
+        else:
+            raise UserError(f"cannot convert {have}-channel images to {channels} channels; set "
+                            "--config.data.channels to 1 or 3.")
+    images = image_folder.fit_image_batch(images, size)
+    return Split(images.numpy(), split.labels)
+
+
+def split_validation(split, fraction, seed):
+    """Carves a class-stratified validation set from `split`; returns (train, validation).
+
+    The same seed always picks the same images. Tune on the validation set, never on test.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise UserError(f"config.data.validation_fraction={fraction}: must be in [0, 1).")
+    if fraction == 0.0:
+        return split, None
+    rng = np.random.default_rng(seed)
+    held_out = []
+    for label in np.unique(split.labels):
+        members = np.flatnonzero(split.labels == label)
+        count = int(round(fraction * len(members)))
+        held_out.extend(rng.choice(members, count, replace=False))
+    mask = np.zeros(len(split.labels), bool)
+    mask[np.array(held_out, np.int64)] = True
+    return (Split(split.images[~mask], split.labels[~mask]),
+            Split(split.images[mask], split.labels[mask]))

@@ -1,0 +1,72 @@
+"""The two pictures of the report, made to be read at a glance.
+
+- robustness.png: accuracy against epsilon, one panel per attack, one line per model.
+- embeddings.png: a t-SNE map of each model's test features, coloured by class, with
+  the silhouette score (how well the classes separate, -1 to 1) in each title.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; no display is needed or wanted.
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from report.tables import epsilon_label  # noqa: E402
+
+_ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD"}
+
+
+def robustness_figure(rows, title):
+    """Accuracy (%) against epsilon (in /255) for each model, FGSM and PGD side by side."""
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    colours = {model: plt.cm.tab10(i % 10) for i, model in enumerate(models)}
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for axis, attack in zip(axes, ("fgsm", "pgd")):
+        for model in models:
+            points = sorted((row["epsilon"], row["accuracy"]) for row in rows
+                            if row["model"] == model and row["attack"] == attack)
+            if not points:
+                continue
+            epsilons, accuracies = zip(*points)
+            axis.plot([e * 255 for e in epsilons], [100 * a for a in accuracies], marker="o",
+                      color=colours[model], linewidth=2, label=model)
+        ticks = sorted({row["epsilon"] for row in rows if row["attack"] == attack})
+        axis.set_xticks([e * 255 for e in ticks], [epsilon_label(e) for e in ticks])
+        axis.set_xlabel("epsilon (L-infinity, pixel units)")
+        axis.set_title(_ATTACK_TITLES[attack])
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].set_ylim(bottom=0)
+    axes[1].legend(title="model", loc="upper right")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def embedding_figure(embeddings, labels, class_names, title, seed=0):
+    """t-SNE of {model: features [N, D]} coloured by `labels` [N], one panel per model."""
+    from sklearn.manifold import TSNE
+    from sklearn.metrics import silhouette_score
+
+    count = len(embeddings)
+    figure, axes = plt.subplots(1, count, figsize=(4.6 * count, 4.8), squeeze=False)
+    palette = plt.cm.tab10 if len(class_names) <= 10 else plt.cm.tab20
+    for axis, (model, features) in zip(axes[0], embeddings.items()):
+        features = np.asarray(features, np.float32)
+        perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
+        points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+        score = silhouette_score(features, labels) if len(set(labels)) > 1 else float("nan")
+        for label in np.unique(labels):
+            mask = labels == label
+            axis.scatter(points[mask, 0], points[mask, 1], s=7, color=palette(label % palette.N),
+                         label=class_names[label] if len(class_names) <= 20 else None)
+        axis.set_title(f"{model}\nsilhouette {score:.3f}")
+        axis.set_xticks([])
+        axis.set_yticks([])
+    if len(class_names) <= 20:
+        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2.5,
+                           frameon=False)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,67 @@
+"""Writes that either happen whole or not at all, so a crash never leaves a half file.
+
+Each writes to a temporary name in the destination's directory and renames it into
+place (`os.replace` is atomic on POSIX within one file system).
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+def _temporary_path(path, suffix=""):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix,
+                                         dir=directory)
+    os.close(handle)
+    return temporary
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def write_text(path, text):
+    temporary = _temporary_path(path)
+    try:
+        with open(temporary, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json(path, value):
+    write_text(path, json.dumps(value, indent=2, default=_json_default) + "\n")
+
+
+def save_model(model, path):
+    """`model.save(path)` through a temporary `.keras` file renamed into place."""
+    temporary = _temporary_path(path, suffix=".keras")
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_figure(figure, path):
+    """`figure.savefig` through a temporary file renamed into place."""
+    temporary = _temporary_path(path, suffix=os.path.splitext(path)[1])
+    try:
+        figure.savefig(temporary, dpi=120, bbox_inches="tight")
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
