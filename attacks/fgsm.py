@@ -34,5 +34,7 @@ def fgsm(model, images, targets, epsilon):
             to avoid label leaking).
         epsilon: the L-infinity budget in [0, 1] pixel units.
     """
+    if not tf.is_tensor(epsilon):
+        check_epsilon(epsilon)
     gradient, _ = input_gradient(model, images, targets)
     return tf.clip_by_value(images + epsilon * tf.sign(gradient), 0.0, 1.0)

@@ -11,6 +11,7 @@ model in inference mode.
 
 import tensorflow as tf
 
+from attacks.fgsm import check_epsilon
 from attacks.fgsm import input_gradient
 
 
@@ -29,6 +30,8 @@ def pgd(model, images, targets, epsilon, steps=10, step_size=None, restarts=1, s
         restarts: random starts; an image counts as broken if any start breaks it.
         seed: stateless seed (two ints) of the random starts.
     """
+    if not tf.is_tensor(epsilon):
+        check_epsilon(epsilon)
     if steps < 1 or restarts < 1:
         raise ValueError(f"steps={steps}, restarts={restarts}: both must be >= 1.")
     if step_size is None:

@@ -53,7 +53,7 @@ def base_config():
         schedule="cosine",  # cosine (after a linear warm-up) or constant.
         warmup_epochs=5,
         precision="auto",  # auto, float32, mixed_float16 or mixed_bfloat16.
-        jit_compile="auto",  # auto (Keras decides), or True / False.
+        jit_compile="auto",  # auto (XLA on a GPU, not on a CPU), true or false.
     ))
 
     config.finetune = ml_collections.ConfigDict(dict(

@@ -89,7 +89,8 @@ class ContrastiveModel(keras.Model):
         return total
 
     def train_step(self, data):
-        images, labels = flatten_views(*data)
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images, labels = flatten_views(images, labels)
         with tf.GradientTape() as tape:
             outputs = self(images, training=True)
             loss = self.compute_loss(y=labels, y_pred=outputs, training=True)
@@ -101,7 +102,8 @@ class ContrastiveModel(keras.Model):
         return self._update_metrics(loss, labels, outputs, learning_rate=True)
 
     def test_step(self, data):
-        images, labels = flatten_views(*data)
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images, labels = flatten_views(images, labels)
         outputs = self(images, training=False)
         loss = self.compute_loss(y=labels, y_pred=outputs, training=False)
         return self._update_metrics(loss, labels, outputs)

@@ -72,16 +72,26 @@ def float32_copy(model):
             return [to_float32(value) for value in node]
         return node
 
-    copy = keras.Model.from_config(to_float32(model.get_config()))
+    # Layers without a dtype of their own (inputs, the nested models) take the global policy.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        copy = keras.Model.from_config(to_float32(model.get_config()))
+    finally:
+        keras.config.set_dtype_policy(previous)
     copy.set_weights(model.get_weights())
     return copy
 
 
 def _jit_compile(value):
+    """auto: XLA on a GPU only. (Keras's own "auto" turns XLA on for any device, and on
+    the 2-core build machine's CPU XLA made training slower.)"""
     text = str(value).lower()
     if text not in ("auto", "true", "false"):
         raise UserError(f"config.train.jit_compile={value!r}: use auto, true or false.")
-    return "auto" if text == "auto" else text == "true"
+    if text == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return text == "true"
 
 
 def _schedule(config, stage):

@@ -1,0 +1,103 @@
+"""Stage `export`: a SavedModel for TF Serving under WORKDIR/export/<name>/<version>/.
+
+Built with `keras.export.ExportArchive`. Endpoints:
+
+- `serving_default`: input `images`, uint8 [None, H, W, C] (raw pixels, what a client
+  has); outputs `logits` [None, K], `probabilities` [None, K], `class_ids` [None] (int64)
+  and `embedding` [None, D] (the encoder's pooled features).
+- `serve_float`: the same from float32 images in [0, 1] (what the attacks use).
+
+The version is one more than the highest existing one (TF Serving serves the highest).
+The SavedModel is written to a hidden temporary directory beside the versions, reloaded,
+checked against the Keras model, and only then renamed to its version number, so TF
+Serving never sees a half-written or wrong model. Earlier versions are never touched.
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipeline.errors import UserError
+from stages import data as data_stage
+
+# Logits of the reloaded SavedModel must match Keras's to float32 rounding, relative to
+# the largest logit (an undertrained model can have logits in the thousands).
+_RELATIVE_TOLERANCE = 1e-4
+
+
+def build_archive(model):
+    """An ExportArchive of a float32 classifier model (images in [0, 1] -> logits)."""
+    encoder = model.get_layer("encoder")
+    classifier = model.layers[-1]
+    height, width, channels = model.inputs[0].shape[1:]
+
+    def outputs(images):
+        features = encoder(images, training=False)
+        logits = classifier(features)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits),
+                "class_ids": tf.argmax(logits, axis=-1), "embedding": features}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default", lambda images: outputs(tf.cast(images, tf.float32) / 255.0),
+        input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")])
+    archive.add_endpoint(
+        "serve_float", outputs,
+        input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")])
+    return archive
+
+
+def next_version(model_dir):
+    """One more than the highest integer-named version directory (1 if none)."""
+    if not os.path.isdir(model_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def check_export(path, model, images):
+    """Reloads the SavedModel and compares its outputs with the Keras model's; raises if they differ."""
+    reloaded = tf.saved_model.load(path)
+    served = reloaded.signatures["serving_default"](images=tf.constant(images))
+    expected = model.predict(images.astype(np.float32) / 255.0, verbose=0)
+    logits = served["logits"].numpy()
+    error = float(np.max(np.abs(logits - expected)))
+    if (error > _RELATIVE_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+            or not np.array_equal(served["class_ids"].numpy(), logits.argmax(-1))):
+        raise RuntimeError(f"the exported model's logits differ from Keras's by {error:.2e}; "
+                           "the export was not installed.")
+    return error
+
+
+def export(model, model_dir, check_images):
+    """Writes, checks and installs a new version of `model`; returns its path."""
+    os.makedirs(model_dir, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=".incomplete-", dir=model_dir)
+    try:
+        build_archive(model).write_out(temporary, verbose=False)
+        error = check_export(temporary, model, check_images)
+        # Choosing the number only now keeps two exports from claiming the same one
+        # for long; os.rename fails rather than overwrite if another export got there first.
+        final = os.path.join(model_dir, str(next_version(model_dir)))
+        os.rename(temporary, final)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    print(f"exported {final} (max |logit difference| after reload {error:.1e})")
+    return final
+
+
+def run(config, workdir):
+    path = os.path.join(workdir, config.export.model, "model.keras")
+    if not os.path.exists(path):
+        raise UserError(f"{path} does not exist: run --stage {config.export.model} first, or choose "
+                        "another with --config.export.model.")
+    keras.config.set_dtype_policy("float32")
+    model = keras.models.load_model(path)
+    check_images = data_stage.load(config.data).test.images[:16]
+    return export(model, os.path.join(workdir, "export", config.export.name), check_images)

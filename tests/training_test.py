@@ -1,0 +1,174 @@
+"""The training model and the baseline / pretrain / finetune stages, at tiny sizes."""
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import demo
+from models import heads
+from models import precision
+from models import resnet
+from models.contrastive_model import ContrastiveModel
+from models.contrastive_model import flatten_views
+from models.margin_loss import MarginContrastiveLoss
+from models.supcon_loss import SupConLoss
+from pipeline.errors import UserError
+from stages import train
+
+
+def tiny_model(num_classes=4, seed=0, contrastive=True, image_shape=(8, 8, 3)):
+    keras.utils.set_random_seed(seed)
+    encoder = resnet.resnet18(image_shape, [0.5] * 3, [0.25] * 3, width=1 / 16)
+    if not contrastive:
+        return ContrastiveModel(encoder, heads.classifier(num_classes))
+    return ContrastiveModel(
+        encoder, heads.classifier(num_classes),
+        projection_head=heads.projection_head(encoder.outputs[0].shape[-1], 1 / 16),
+        supcon_loss=SupConLoss(0.1), margin_loss=MarginContrastiveLoss(1.0),
+        ce_weight=1.0, supcon_weight=1.0, margin_weight=1.0)
+
+
+def separable_batches(num_classes=4, per_class=16, seed=0):
+    """Two noisy views of solid-colour images, one colour per class: easy to tell apart."""
+    rng = np.random.default_rng(seed)
+    colours = rng.random((num_classes, 3))
+    labels = np.tile(np.arange(num_classes), per_class)
+    base = colours[labels][:, None, None, None, :]
+    views = np.clip(base + 0.05 * rng.normal(size=(len(labels), 2, 8, 8, 3)), 0, 1)
+    return tf.constant(views, tf.float32), tf.constant(labels, tf.int64)
+
+
+def test_flatten_views_stacks_views_along_the_batch():
+    images = tf.reshape(tf.range(2 * 3 * 1 * 1 * 1, dtype=tf.float32), (2, 3, 1, 1, 1))
+    flat, labels = flatten_views(images, tf.constant([7, 9]))
+    assert flat.shape == (6, 1, 1, 1)
+    np.testing.assert_array_equal(flat.numpy().ravel(), [0, 3, 1, 4, 2, 5])
+    np.testing.assert_array_equal(labels.numpy(), [7, 9, 7, 9, 7, 9])
+
+
+def test_resnet18_full_width_has_the_papers_shape():
+    encoder = resnet.resnet18((32, 32, 3), [0.5] * 3, [0.25] * 3, width=1.0)
+    assert encoder.inputs[0].name.startswith("images") or encoder.layers[0].name == "images"
+    assert encoder.outputs[0].shape[-1] == 512
+    # ResNet-18 CIFAR variant: 11.17M parameters in the encoder (without the 512x100 head).
+    assert encoder.count_params() == pytest.approx(11.17e6, rel=0.01)
+
+
+def test_contrastive_weights_need_a_projection_head():
+    encoder = resnet.resnet18((8, 8, 3), [0.5] * 3, [0.25] * 3, width=1 / 16)
+    with pytest.raises(ValueError, match="projection head"):
+        ContrastiveModel(encoder, heads.classifier(2), supcon_loss=SupConLoss(), supcon_weight=1.0)
+
+
+def test_loss_goes_down_on_a_separable_problem():
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=False)
+    views, labels = separable_batches()
+    history = model.fit(views, labels, batch_size=32, epochs=8, shuffle=False, verbose=0)
+    losses = history.history
+    for term in ("loss", "ce_loss", "supcon_loss", "margin_loss"):
+        assert losses[term][-1] < 0.7 * losses[term][0], (term, losses[term])
+    assert losses["accuracy"][-1] >= 0.9
+    assert "learning_rate" in losses
+
+
+def run_steps(seed, steps=3):
+    model = tiny_model(seed=seed)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=False)
+    views, labels = separable_batches(seed=seed)
+    logs = [model.train_on_batch(views[:32], labels[:32], return_dict=True)["loss"] for _ in range(steps)]
+    return logs, [w.copy() for w in model.get_weights()]
+
+
+def test_same_seed_gives_identical_losses_and_weights():
+    first_losses, first_weights = run_steps(seed=5)
+    second_losses, second_weights = run_steps(seed=5)
+    assert first_losses == second_losses
+    for a, b in zip(first_weights, second_weights):
+        np.testing.assert_array_equal(a, b)
+    other_losses, _ = run_steps(seed=6)
+    assert other_losses != first_losses
+
+
+def test_terms_are_float32_and_training_runs_under_mixed_bfloat16():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = tiny_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
+        views, labels = separable_batches()
+        logs = model.train_on_batch(views[:16], labels[:16], return_dict=True)
+        outputs = model(views[:4, 0])
+        assert model.encoder.layers[2].compute_dtype == "bfloat16"
+        classifier = train.float32_copy(model.classifier_model())
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert outputs["logits"].dtype == tf.float32
+    assert all(np.isfinite(v) for v in logs.values())
+    assert all(layer.compute_dtype == "float32" for layer in classifier.get_layer("encoder").layers)
+
+
+def test_precision_choice():
+    assert precision.resolve("float32") == "float32"
+    expected_auto = "mixed_bfloat16" if precision.cpu_has_bfloat16() else "float32"
+    if not tf.config.list_physical_devices("GPU"):
+        assert precision.resolve("auto") == expected_auto
+    with pytest.raises(UserError, match="precision"):
+        precision.resolve("float8")
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+    """baseline, pretrain and finetune with the smoke config, once for this module."""
+    workdir = str(tmp_path_factory.mktemp("workdir"))
+    config = demo.get_config("smoke")
+    summaries = {stage: train.train(config, workdir, stage) for stage in ("baseline", "pretrain", "finetune")}
+    return workdir, config, summaries
+
+
+@pytest.mark.parametrize("stage", ["baseline", "pretrain", "finetune"])
+def test_stage_writes_a_loadable_float32_model_and_its_records(trained_workdir, stage):
+    workdir, config, summaries = trained_workdir
+    out = os.path.join(workdir, stage)
+    for name in ("config.json", "history.csv", "summary.json", "model.keras", "logs"):
+        assert os.path.exists(os.path.join(out, name)), name
+    assert not os.path.exists(os.path.join(out, "backup"))  # Removed by Keras once training ends.
+    model = keras.models.load_model(os.path.join(out, "model.keras"), safe_mode=True)
+    images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
+    logits = model(images)
+    assert logits.shape == (3, 10) and logits.dtype == tf.float32
+    assert model.inputs[0].shape[1:] == (32, 32, 3)
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["model"]["width"] == config.model.width
+    expected_terms = {"pretrain": {"ce_loss", "supcon_loss", "margin_loss"}}.get(stage, {"ce_loss"})
+    assert expected_terms <= set(summaries[stage]["final"])
+
+
+def test_linear_probe_keeps_the_pretrained_encoder(trained_workdir):
+    workdir, _, _ = trained_workdir
+    encoders = {stage: keras.models.load_model(os.path.join(workdir, stage, "model.keras")).get_layer("encoder")
+                for stage in ("pretrain", "finetune")}
+    for a, b in zip(encoders["pretrain"].get_weights(), encoders["finetune"].get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_finished_stage_with_the_same_config_is_not_run_again(trained_workdir, capsys):
+    workdir, config, summaries = trained_workdir
+    modified = os.path.getmtime(os.path.join(workdir, "baseline", "model.keras"))
+    assert train.train(config, workdir, "baseline") == summaries["baseline"]
+    assert "already done" in capsys.readouterr().out
+    assert os.path.getmtime(os.path.join(workdir, "baseline", "model.keras")) == modified
+
+
+def test_finetune_without_pretrain_says_what_to_run(tmp_path):
+    with pytest.raises(UserError, match="--stage pretrain"):
+        train.train(demo.get_config("smoke"), str(tmp_path), "finetune")
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
