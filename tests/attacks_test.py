@@ -1,0 +1,177 @@
+"""FGSM, PGD, the evaluator and its sanity checks."""
+
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from attacks import sanity_checks
+from attacks.evaluate import AttackSettings
+from attacks.evaluate import Evaluation
+from attacks.evaluate import evaluate
+from attacks.fgsm import fgsm
+from attacks.pgd import pgd
+from models import heads
+from models import resnet
+
+
+def small_classifier(seed=0, num_classes=5):
+    """A 1/16-width ResNet-18 with BatchNorm on 8x8 images: small, but the real layers."""
+    keras.utils.set_random_seed(seed)
+    images = keras.Input((8, 8, 3), name="images")
+    encoder = resnet.resnet18((8, 8, 3), [0.45] * 3, [0.25] * 3, width=1 / 16)
+    model = keras.Model(images, heads.classifier(num_classes)(encoder(images)))
+    # One training-mode pass moves the BatchNorm statistics off their initial values, so
+    # that inference mode (what the attacks must use) differs from training mode.
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = batch(32, seed)
+    model.fit(x, y, epochs=1, verbose=0)
+    return model
+
+
+def batch(count=16, seed=0, num_classes=5):
+    rng = np.random.default_rng(seed)
+    return (rng.random((count, 8, 8, 3)).astype(np.float32),
+            rng.integers(0, num_classes, count).astype(np.int64))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_classifier()
+
+
+def test_fgsm_with_zero_epsilon_returns_the_images_exactly(model):
+    x, y = batch()
+    np.testing.assert_array_equal(fgsm(model, tf.constant(x), y, 0.0).numpy(), x)
+
+
+@pytest.mark.parametrize("epsilon", [1 / 255, 8 / 255, 0.3])
+def test_fgsm_moves_every_pixel_by_epsilon_inside_the_unit_box(model, epsilon):
+    x, y = batch()
+    adversarial = fgsm(model, tf.constant(x), y, epsilon).numpy()
+    assert adversarial.min() >= 0.0 and adversarial.max() <= 1.0
+    change = np.abs(adversarial - x)
+    assert change.max() <= epsilon + 1e-6
+    # Pixels not stopped by the box move by exactly epsilon (the gradient sign is +-1).
+    free = (x + epsilon <= 1.0) & (x - epsilon >= 0.0)
+    np.testing.assert_allclose(change[free], epsilon, atol=1e-6)
+
+
+def test_negative_or_too_large_epsilon_is_refused(model):
+    x, y = batch(2)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="epsilon"):
+            fgsm(model, tf.constant(x), y, bad)
+        with pytest.raises(ValueError, match="epsilon"):
+            pgd(model, tf.constant(x), y, bad)
+    with pytest.raises(ValueError, match="epsilon"):
+        AttackSettings(epsilons=(0.0, -1 / 255))
+
+
+def test_fgsm_uses_inference_mode(model):
+    # In training mode BatchNorm would use the batch's statistics and give another gradient.
+    x, y = batch()
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, model(x, training=True)))
+    training_mode = tf.clip_by_value(x + 0.1 * tf.sign(tape.gradient(loss, x)), 0, 1)
+    assert not np.array_equal(fgsm(model, x, y, 0.1).numpy(), training_mode.numpy())
+
+
+def test_fgsm_matches_cleverhans(model):
+    # cleverhans' TF2 fast_gradient_method is an independent implementation of the same
+    # attack; given the labels and the same box it must give the same images.
+    cleverhans_fgm = pytest.importorskip("cleverhans.tf2.attacks.fast_gradient_method")
+    x, y = batch(32, seed=1)
+    for epsilon in (2 / 255, 8 / 255):
+        ours = fgsm(model, tf.constant(x), y, epsilon).numpy()
+        theirs = cleverhans_fgm.fast_gradient_method(
+            lambda images: model(images, training=False), tf.constant(x), epsilon, np.inf,
+            clip_min=0.0, clip_max=1.0, y=tf.constant(y)).numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_pgd_stays_in_the_ball_and_is_repeatable(model):
+    x, y = batch()
+    epsilon = 4 / 255
+    first = pgd(model, tf.constant(x), y, epsilon, steps=3, restarts=2, seed=(1, 2)).numpy()
+    second = pgd(model, tf.constant(x), y, epsilon, steps=3, restarts=2, seed=(1, 2)).numpy()
+    np.testing.assert_array_equal(first, second)
+    assert np.abs(first - x).max() <= epsilon + 1e-6
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    np.testing.assert_array_equal(pgd(model, tf.constant(x), y, 0.0, steps=2).numpy(), x)
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm_on_a_linear_model():
+    # For a linear model FGSM already finds the worst case in the L-infinity ball, so PGD
+    # can only match it; on such a model PGD with a step of epsilon must break at least
+    # as many images as FGSM does.
+    keras.utils.set_random_seed(0)
+    linear = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(5)])
+    x, y = batch(64, seed=2)
+    epsilon = 0.02
+
+    def accuracy(images):
+        return float(np.mean(np.argmax(linear(images), -1) == y))
+
+    fgsm_accuracy = accuracy(fgsm(linear, tf.constant(x), y, epsilon))
+    pgd_accuracy = accuracy(pgd(linear, tf.constant(x), y, epsilon, steps=5, step_size=epsilon))
+    assert pgd_accuracy <= fgsm_accuracy < accuracy(x) or accuracy(x) == 0
+
+
+def test_evaluation_end_to_end_passes_its_sanity_checks(model):
+    x, y = batch(40, seed=3)
+    settings = AttackSettings(epsilons=(0.0, 2 / 255, 8 / 255), pgd_steps=3, batch_size=20)
+    result = evaluate(model, x, y, settings, progress=False)
+    assert result.n == 40
+    clean = float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
+    assert result.accuracy("clean") == pytest.approx(clean)
+    checks = sanity_checks.check(result, settings.epsilons)
+    assert checks["eps_zero_is_clean"]["passed"], checks
+    assert checks["inside_epsilon_ball"]["passed"], checks
+    assert checks["deterministic_inference"]["passed"], checks
+
+
+def crafted(fgsm_accuracy, pgd_accuracy, clean=0.5, **diagnostics):
+    """An Evaluation of 100 images with the given accuracies per epsilon (0, 4/255, 8/255)."""
+    epsilons = (0.0, 4 / 255, 8 / 255)
+    correct = {}
+    for attack, accuracies in (("fgsm", fgsm_accuracy), ("pgd", pgd_accuracy)):
+        correct.update({(attack, e): round(100 * a) for e, a in zip(epsilons, accuracies)})
+    return Evaluation(n=100, clean_correct=round(100 * clean), correct=correct, **diagnostics), epsilons
+
+
+def test_sanity_checks_pass_a_sound_evaluation():
+    evaluation, epsilons = crafted((0.5, 0.3, 0.2), (0.5, 0.2, 0.1))
+    assert all(v["passed"] for v in sanity_checks.check(evaluation, epsilons).values())
+
+
+def test_sanity_checks_flag_pgd_weaker_than_fgsm_as_possible_masking():
+    evaluation, epsilons = crafted((0.5, 0.3, 0.2), (0.5, 0.35, 0.1))
+    verdict = sanity_checks.check(evaluation, epsilons)["pgd_not_weaker_than_fgsm"]
+    assert not verdict["passed"] and "gradient masking" in verdict["detail"] and "4/255" in verdict["detail"]
+
+
+def test_sanity_checks_flag_accuracy_rising_with_epsilon_and_eps_zero_mismatch():
+    evaluation, epsilons = crafted((0.45, 0.3, 0.35), (0.5, 0.2, 0.1))
+    checks = sanity_checks.check(evaluation, epsilons)
+    assert not checks["monotone_in_epsilon"]["passed"]
+    assert not checks["eps_zero_is_clean"]["passed"]
+
+
+def test_sanity_checks_flag_images_outside_the_ball_or_box_and_random_models():
+    evaluation, epsilons = crafted((0.5, 0.3, 0.2), (0.5, 0.2, 0.1), max_ball_excess=1e-3,
+                                   deterministic=False, zero_gradient_images=20)
+    checks = sanity_checks.check(evaluation, epsilons)
+    assert not checks["inside_epsilon_ball"]["passed"]
+    assert not checks["deterministic_inference"]["passed"]
+    assert not checks["nonzero_gradients"]["passed"]
+    evaluation, _ = crafted((0.5, 0.3, 0.2), (0.5, 0.2, 0.1), min_pixel=-0.01)
+    assert not sanity_checks.check(evaluation, epsilons)["inside_epsilon_ball"]["passed"]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

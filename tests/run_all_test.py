@@ -1,0 +1,56 @@
+"""`run.py --stage all` end to end on the embedded sample, shrunk by the smoke config."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run_all"))
+    result = subprocess.run(
+        [sys.executable, "run.py", "--stage", "all", "--config", "configs/demo.py:smoke",
+         "--workdir", workdir], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir, result.stdout
+
+
+def test_results_json_has_rows_and_sanity_verdicts(workdir):
+    path, _ = workdir
+    with open(os.path.join(path, "attack", "results.json")) as f:
+        results = json.load(f)
+    models = {"baseline", "pretrain", "finetune"}
+    assert {row["model"] for row in results["rows"]} == models
+    for row in results["rows"]:
+        assert set(row) >= {"model", "attack", "epsilon", "accuracy", "n"}
+        assert row["attack"] in ("clean", "fgsm", "pgd")
+        assert 0.0 <= row["epsilon"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0
+    assert {row["epsilon"] for row in results["rows"] if row["attack"] == "fgsm"} == {0.0, 8 / 255}
+    assert set(results["checks"]) == models
+    for verdicts in results["checks"].values():
+        assert {"eps_zero_is_clean", "monotone_in_epsilon", "pgd_not_weaker_than_fgsm",
+                "inside_epsilon_ball"} <= set(verdicts)
+        # The checks that hold by construction must pass on any model.
+        assert verdicts["eps_zero_is_clean"]["passed"] and verdicts["inside_epsilon_ball"]["passed"]
+    assert results["attack"]["targets"] == "true labels"
+
+
+def test_table_pictures_and_export_exist(workdir):
+    path, stdout = workdir
+    with open(os.path.join(path, "attack", "results.md")) as f:
+        table = f.read()
+    assert "| baseline | fgsm |" in table and "eps 8/255" in table
+    for picture in ("robustness.png", "embeddings.png"):
+        with open(os.path.join(path, "attack", picture), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.isfile(os.path.join(path, "export", "supcon_resnet18", "1", "saved_model.pb"))
+    assert "robustness.png" in stdout and "| pretrain | pgd |" in stdout
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
