@@ -18,7 +18,6 @@ from pipeline.errors import UserError
 
 SAMPLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample",
                            "cifar10_sample.tar.gz")
-NAMES = ("sample", "folder", "cifar10", "cifar100")
 
 
 @dataclasses.dataclass

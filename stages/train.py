@@ -10,9 +10,11 @@ Each writes `config.json` (the resolved config), `history.csv`, TensorBoard logs
 `logs/`, a `backup/` it resumes from after a crash (Keras's BackupAndRestore, once per
 epoch), `model.keras` (float32, images in [0, 1] -> logits; written atomically) and
 `summary.json` (final metrics, speed), the last two only when the stage completes. A
-stage whose summary.json records the same config is not run again.
+stage whose summary.json records the same inputs (the config less its attack and export
+sections; for finetune also pretrain's model) is not run again.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -141,15 +143,27 @@ def build_model(config, stage, image_shape, num_classes, mean, std, workdir):
         margin_weight=loss.margin_weight, name=stage)
 
 
+def _training_inputs(config, workdir, stage):
+    """What decides a stage's model: the config less the attack and export sections, and
+    for finetune the pretrained model it starts from (by content)."""
+    resolved = json.loads(config.to_json_best_effort())
+    inputs = {key: value for key, value in resolved.items() if key not in ("attack", "export")}
+    parent = os.path.join(workdir, "pretrain", "model.keras")
+    if stage == "finetune" and os.path.exists(parent):
+        with open(parent, "rb") as f:
+            inputs["pretrain_sha256"] = hashlib.sha256(f.read()).hexdigest()
+    return resolved, inputs
+
+
 def train(config, workdir, stage):
     """Trains `stage` (baseline, pretrain or finetune); returns its summary dict."""
     out = os.path.join(workdir, stage)
     summary_path = os.path.join(out, "summary.json")
-    resolved = json.loads(config.to_json_best_effort())
+    resolved, inputs = _training_inputs(config, workdir, stage)
     if os.path.exists(summary_path) and os.path.exists(os.path.join(out, "model.keras")):
         with open(summary_path) as f:
             summary = json.load(f)
-        if summary.get("config") == resolved:
+        if summary.get("inputs") == inputs:
             print(f"{stage}: already done with this config in {out}; delete it to train again.")
             return summary
     os.makedirs(out, exist_ok=True)
@@ -194,7 +208,7 @@ def train(config, workdir, stage):
     final = {name: float(values[-1]) for name, values in history.history.items() if values}
     summary = {"stage": stage, "policy": policy, "train_images": len(train_split),
                "images_per_second": throughput.images_per_second, "final": final,
-               "config": resolved}
+               "inputs": inputs}
     atomic_files.write_json(summary_path, summary)
     return summary
 
