@@ -67,7 +67,8 @@ def load(name="sample", data_dir="", image_size=32, channels=3, label_type="fine
         found = None
         if name in ("cifar10", "cifar100") and data_dir:
             if not os.path.exists(data_dir):
-                raise UserError(f"--data_dir={data_dir}: no such file or directory.")
+                raise UserError(f"--data_dir={data_dir}: no such file or directory; give the folder "
+                                f"that holds the official {name} archive.")
             found = cifar_archives.find_archive(name, data_dir)
         if found:
             path, archive = found

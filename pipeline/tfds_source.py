@@ -5,10 +5,12 @@ download, this checks in a few seconds whether the data's host answers at all, a
 not says how to provide the files offline instead.
 """
 
+import contextlib
 import socket
 import urllib.parse
 
 import numpy as np
+from absl import logging as absl_logging
 
 from pipeline.split import Split
 from pipeline.errors import UserError
@@ -32,6 +34,22 @@ def reachable(host, port=443, timeout=_PROBE_TIMEOUT_SECONDS):
         return False
 
 
+@contextlib.contextmanager
+def _quiet_tfds_lookup():
+    """Hides TFDS's INFO and WARNING lines while it looks for a prepared copy.
+
+    TFDS logs each place it looks ("Failed to load dataset ... from files", "Variant folder
+    ... has no dataset_info.json"); under run.py those lines would precede the one-line
+    error that says what to do instead.
+    """
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
 def _download_host(builder):
     """The host of the builder's first registered download URL, else the TFDS bucket."""
     try:
@@ -46,11 +64,13 @@ def load(name, data_dir=None, label_type="label"):
     import tensorflow_datasets as tfds  # Imported here: it is slow and only this path needs it.
 
     try:
-        builder = tfds.builder(name, data_dir=data_dir or None)
+        with _quiet_tfds_lookup():
+            builder = tfds.builder(name, data_dir=data_dir or None)
+            prepared = builder.is_prepared()
     except tfds.core.registered.DatasetNotFoundError:
         raise UserError(f"--dataset={name}: not a known data set; use sample, folder, cifar10, "
                         "cifar100 or another TFDS image-classification name.") from None
-    if not builder.is_prepared():
+    if not prepared:
         host = _download_host(builder)
         if not reachable(host):
             hint = _OFFLINE_HINT.get(name, "prepare it with TFDS on a machine with internet and "

@@ -1,0 +1,200 @@
+"""The official CIFAR-10 and CIFAR-100 archives, read offline in both formats.
+
+The archives are tiny copies of the official layouts (tests/archive_fixtures.py), so the
+tests check every pixel and label, and what happens to a damaged or hostile archive: it is
+refused with one message naming the file, it is never changed, and nothing in it runs.
+"""
+
+import hashlib
+import os
+import pickle
+import shlex
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline import datasets
+from pipeline.errors import UserError
+from tests import archive_fixtures
+
+FORMATS = [
+    ("cifar10", "binary", "fine"),
+    ("cifar10", "python", "fine"),
+    ("cifar100", "binary", "fine"),
+    ("cifar100", "binary", "coarse"),
+    ("cifar100", "python", "fine"),
+    ("cifar100", "python", "coarse"),
+]
+
+
+def fingerprint(path):
+    """The file's sha256 and modification time, to show that a loader left it alone."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns
+
+
+@pytest.mark.parametrize("dataset,fmt,label_type", FORMATS)
+def test_archive_loads_every_pixel_and_label(tmp_path, dataset, fmt, label_type):
+    archive_fixtures.write_cifar_archive(str(tmp_path), dataset, fmt)
+    expected = archive_fixtures.cifar_contents(dataset, label_type)
+
+    data = datasets.load(dataset, str(tmp_path), label_type=label_type, verify_checksums=False)
+
+    assert data.class_names == expected.class_names
+    assert data.image_shape == (32, 32, 3)
+    assert data.train.images.dtype == np.uint8 and data.train.labels.dtype == np.int64
+    np.testing.assert_array_equal(data.train.images, expected.train_images)
+    np.testing.assert_array_equal(data.train.labels, expected.train_labels)
+    np.testing.assert_array_equal(data.test.images, expected.test_images)
+    np.testing.assert_array_equal(data.test.labels, expected.test_labels)
+
+
+def test_fine_and_coarse_labels_are_different_columns(tmp_path):
+    # The fixture's coarse label is fine // 5, so reading the wrong label byte would show.
+    archive_fixtures.write_cifar_archive(str(tmp_path), "cifar100", "binary")
+
+    fine = datasets.load("cifar100", str(tmp_path), label_type="fine", verify_checksums=False)
+    coarse = datasets.load("cifar100", str(tmp_path), label_type="coarse", verify_checksums=False)
+
+    np.testing.assert_array_equal(coarse.train.labels, fine.train.labels // 5)
+    assert (fine.num_classes, coarse.num_classes) == (100, 20)
+
+
+def test_binary_record_is_three_planes_of_rows(tmp_path):
+    # One hand-made record, independent of the fixture's pixel formula: the R plane comes
+    # first, each plane row by row, so byte 1 is R at row 0, column 1, byte 32 is R at row 1,
+    # column 0, and byte 1024 + 1023 is G at row 31, column 31.
+    pixels = np.zeros(3072, np.uint8)
+    pixels[1], pixels[32], pixels[1024 + 1023], pixels[2048 + 33] = 11, 22, 33, 44
+    record = bytes([7, 35]) + pixels.tobytes()
+    archive_fixtures.write_cifar_archive(
+        str(tmp_path), "cifar100", "binary", replace={"cifar-100-binary/train.bin": record})
+
+    data = datasets.load("cifar100", str(tmp_path), verify_checksums=False)
+
+    image = data.train.images[0]
+    assert (image[0, 1, 0], image[1, 0, 0], image[31, 31, 1], image[1, 1, 2]) == (11, 22, 33, 44)
+    assert np.count_nonzero(image) == 4
+    assert data.train.labels.tolist() == [35]
+
+
+def test_data_dir_may_name_the_archive_itself(tmp_path):
+    path = archive_fixtures.write_cifar_archive(str(tmp_path), "cifar100", "python")
+
+    data = datasets.load("cifar100", path, verify_checksums=False)
+
+    assert len(data.train) == len(archive_fixtures.cifar_contents("cifar100").train_labels)
+
+
+def test_missing_data_dir_is_a_user_error(tmp_path):
+    missing = str(tmp_path / "no_such_folder")
+
+    with pytest.raises(UserError, match="no such file or directory") as error:
+        datasets.load("cifar100", missing)
+
+    assert missing in str(error.value)
+    assert not os.path.exists(missing)
+
+
+def test_unknown_label_type_is_a_user_error(tmp_path):
+    archive_fixtures.write_cifar_archive(str(tmp_path), "cifar100", "binary")
+
+    with pytest.raises(UserError, match="label_type='superclass'"):
+        datasets.load("cifar100", str(tmp_path), label_type="superclass", verify_checksums=False)
+
+
+@pytest.mark.parametrize("dataset,fmt", [("cifar10", "binary"), ("cifar10", "python"),
+                                         ("cifar100", "binary"), ("cifar100", "python")])
+def test_checksum_mismatch_is_refused_and_the_file_left_untouched(tmp_path, dataset, fmt):
+    # The fixture has the official name but not the official bytes.
+    path = archive_fixtures.write_cifar_archive(str(tmp_path), dataset, fmt)
+    before = fingerprint(path)
+
+    with pytest.raises(UserError) as error:
+        datasets.load(dataset, str(tmp_path), verify_checksums=True)
+
+    message = str(error.value)
+    assert path in message
+    assert "checksum" in message
+    assert "--config.data.verify_checksums=False" in message
+    assert fingerprint(path) == before
+    assert os.listdir(tmp_path) == [os.path.basename(path)]
+
+
+class _ShellCommand:
+    """Pickles as a call of os.system: what a hostile "CIFAR" pickle would hold."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("dataset,member", [
+    ("cifar100", "cifar-100-python/meta"),
+    ("cifar100", "cifar-100-python/train"),
+    ("cifar10", "cifar-10-batches-py/test_batch"),
+])
+def test_pickle_naming_another_global_is_refused_and_not_run(tmp_path, dataset, member):
+    marker = tmp_path / "payload_ran"
+    payload = pickle.dumps(_ShellCommand(f"touch {shlex.quote(str(marker))}"), protocol=2)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    path = archive_fixtures.write_cifar_archive(str(data_dir), dataset, "python",
+                                                replace={member: payload})
+
+    with pytest.raises(UserError, match="not plain CIFAR data") as error:
+        datasets.load(dataset, str(data_dir), verify_checksums=False)
+
+    assert path in str(error.value)
+    assert "system" in str(error.value)
+    assert not marker.exists()
+    # The payload is live: an ordinary unpickler runs it. This shows the check above would
+    # catch a loader that ran it.
+    pickle.loads(payload)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("fmt", ["binary", "python"])
+@pytest.mark.parametrize("kept_fraction", [0.0, 0.1, 0.5, 0.9])
+def test_truncated_archive_is_a_user_error(tmp_path, fmt, kept_fraction):
+    path = archive_fixtures.write_cifar_archive(str(tmp_path), "cifar100", fmt)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:int(kept_fraction * len(data))])
+    before = fingerprint(path)
+
+    with pytest.raises(UserError, match="corrupt or truncated") as error:
+        datasets.load("cifar100", str(tmp_path), verify_checksums=False)
+
+    assert path in str(error.value)
+    assert fingerprint(path) == before
+
+
+@pytest.mark.parametrize("dataset,fmt,member,contents", [
+    # A binary record whose (CIFAR-100: fine) label byte is 200.
+    ("cifar100", "binary", "cifar-100-binary/train.bin",
+     archive_fixtures.binary_records([[3, 3], [3, 200]])),
+    ("cifar10", "binary", "cifar-10-batches-bin/test_batch.bin",
+     archive_fixtures.binary_records([[1], [200]])),
+    ("cifar100", "python", "cifar-100-python/test", archive_fixtures.python2_pickle({
+        b"data": archive_fixtures.plane_rows(0, 2), b"fine_labels": [3, 200],
+        b"coarse_labels": [0, 0]})),
+])
+def test_label_outside_the_classes_is_a_user_error(tmp_path, dataset, fmt, member, contents):
+    path = archive_fixtures.write_cifar_archive(str(tmp_path), dataset, fmt,
+                                                replace={member: contents})
+
+    with pytest.raises(UserError) as error:
+        datasets.load(dataset, str(tmp_path), verify_checksums=False)
+
+    message = str(error.value)
+    assert path in message
+    assert "label 200 of example 1 is outside" in message
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,34 @@
+"""Shared pytest settings: the `slow` marker, which only runs with --run-slow.
+
+A slow test needs the full data set (../shared/data) and tens of seconds; `make test`
+skips it and `make test-slow` (pytest -m slow --run-slow) runs it.
+"""
+
+import os
+import sys
+
+import pytest
+
+# `pytest tests` (not only `python -m pytest`) should import the project from this checkout.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="Also run the tests marked slow (they need the full data set).")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: needs the full data set or long runs; "
+                                       "skipped unless --run-slow is given.")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow; pass --run-slow to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)

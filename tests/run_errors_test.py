@@ -1,0 +1,217 @@
+"""Every bad input a user can give `run.py --stage data`, through the real command line.
+
+Each must end with exit status 2 and exactly one line on stderr, `error: ...`, naming the
+file or flag and the fix, with no traceback, and must leave the input exactly as it was.
+
+Each command imports TensorFlow (seconds), so the commands are started together, once per
+module, two at a time (`cli_runs`); each test then checks one of them.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import archive_fixtures
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = ["data", "baseline", "pretrain", "finetune", "attack", "export", "all"]
+# Seconds within which an unknown data set name is reported (it runs first, beside one other
+# command); a TFDS download left to itself offline retries for minutes.
+FAST_SECONDS = 30
+
+
+def fingerprint(path):
+    """What must not change: sha256 and mtime of a file, or of everything in a folder."""
+    if not path or not os.path.exists(path):
+        return None
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns
+    entries = []
+    for directory, subdirectories, names in os.walk(path):
+        subdirectories.sort()
+        entries.append((os.path.relpath(directory, path), os.stat(directory).st_mtime_ns))
+        entries.extend((os.path.relpath(os.path.join(directory, name), path),
+                        fingerprint(os.path.join(directory, name))) for name in sorted(names))
+    return entries
+
+
+@dataclasses.dataclass
+class BadInput:
+    """A command line with one mistake in it, and what its error line must say."""
+
+    flags: list
+    input_path: str  # The file or folder that must be left as it was; None for a flag.
+    fragments: list  # Each must appear in the error line: the file or flag, and the fix.
+
+
+def missing_directory(tmp):
+    missing = os.path.join(tmp, "no_such_folder")
+    return BadInput(["--dataset=folder", f"--data_dir={missing}"], missing,
+                    [f"{missing}: no such file or directory", "pass --data_dir="])
+
+
+def empty_directory(tmp):
+    empty = os.path.join(tmp, "empty")
+    os.makedirs(empty)
+    return BadInput(["--dataset=folder", f"--data_dir={empty}"], empty,
+                    [f"{empty}: holds no images", "expected train/<class>/<image>"])
+
+
+def truncated_archive(tmp):
+    path = archive_fixtures.write_cifar_archive(tmp, "cifar100", "binary")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+    return BadInput(["--dataset=cifar100", f"--data_dir={tmp}",
+                     "--config.data.verify_checksums=False"], tmp,
+                    [f"{path}: corrupt or truncated archive", "download it again"])
+
+
+def checksum_mismatch(tmp):
+    # The fixture has the official name but not the official bytes; checking is on by default.
+    path = archive_fixtures.write_cifar_archive(tmp, "cifar10", "python")
+    return BadInput(["--dataset=cifar10", f"--data_dir={tmp}"], tmp,
+                    [f"{path}: checksum mismatch", "download it again",
+                     "--config.data.verify_checksums=False"])
+
+
+def unreadable_image(tmp):
+    archive_fixtures.write_image_folder(tmp)
+    broken = os.path.join(tmp, "train", "mango", "m9.jpg")
+    with open(broken, "wb") as f:
+        f.write(b"this is not a JPEG" * 10)
+    return BadInput(["--dataset=folder", f"--data_dir={tmp}"], tmp,
+                    [f"{broken}: not a readable image", "replace or remove it"])
+
+
+def empty_class_folder(tmp):
+    archive_fixtures.write_image_folder(tmp)
+    os.makedirs(os.path.join(tmp, "train", "kiwi"))
+    return BadInput(["--dataset=folder", f"--data_dir={tmp}"], tmp,
+                    [f"{tmp}: train/kiwi/ holds no images", "add some or remove the folder"])
+
+
+def label_out_of_range(tmp):
+    records = archive_fixtures.binary_records([[3, 3], [3, 200]])
+    path = archive_fixtures.write_cifar_archive(
+        tmp, "cifar100", "binary", replace={"cifar-100-binary/train.bin": records})
+    return BadInput(["--dataset=cifar100", f"--data_dir={tmp}",
+                     "--config.data.verify_checksums=False"], tmp,
+                    [f"{path}: label 200 of example 1 is outside 0..99", "download it again"])
+
+
+def unknown_dataset(tmp):
+    # Neither a source of this project nor a TFDS name: refused without trying to download.
+    return BadInput(["--dataset=no_such_set"], None,
+                    ["--dataset=no_such_set: not a known data set",
+                     "use sample, folder, cifar10, cifar100"])
+
+
+def folder_without_data_dir(tmp):
+    return BadInput(["--dataset=folder"], None, ["--dataset=folder needs --data_dir="])
+
+
+BAD_INPUTS = {function.__name__: function for function in (
+    unknown_dataset, missing_directory, empty_directory, truncated_archive, checksum_mismatch,
+    unreadable_image, empty_class_folder, label_out_of_range, folder_without_data_dir)}
+# The mistakes in a flag alone, with no file to leave unchanged.
+FLAG_MISTAKES = ("unknown_dataset", "folder_without_data_dir")
+
+
+@dataclasses.dataclass
+class Run:
+    bad_input: BadInput
+    before: object  # fingerprint of bad_input.input_path before the command
+    result: subprocess.CompletedProcess
+    seconds: float
+
+
+def run_cli(flags, workdir):
+    """Runs `python run.py --stage data FLAGS` as a user would; returns (result, seconds)."""
+    environment = dict(os.environ)
+    # The test checks what a user sees by default, whatever the caller's shell sets.
+    environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "run.py", "--stage", "data", f"--workdir={workdir}",
+                             *flags], cwd=REPO_ROOT, env=environment, capture_output=True,
+                            text=True, timeout=120)
+    return result, time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """Runs the command of every bad input, one with --verbose, and --help, two at a time."""
+    commands = {}  # name -> (BadInput or None, flags)
+    for name, make in BAD_INPUTS.items():
+        bad_input = make(str(tmp_path_factory.mktemp(name)))
+        commands[name] = (bad_input, bad_input.flags)
+    verbose = empty_directory(str(tmp_path_factory.mktemp("verbose")))
+    commands["verbose"] = (verbose, verbose.flags + ["--verbose"])
+    commands["help"] = (None, ["--help"])
+    workdirs = tmp_path_factory.mktemp("workdirs")
+
+    befores = {name: fingerprint(bad_input and bad_input.input_path)
+               for name, (bad_input, _) in commands.items()}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(run_cli, flags, str(workdirs / name))
+                   for name, (_, flags) in commands.items()}
+        return {name: Run(commands[name][0], befores[name], *future.result())
+                for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_is_one_line_naming_the_input_and_the_fix(cli_runs, name):
+    run = cli_runs[name]
+    stderr = run.result.stderr
+
+    assert run.result.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    for fragment in run.bad_input.fragments:
+        assert fragment in lines[0]
+
+
+def test_unknown_dataset_fails_fast_offline(cli_runs):
+    # TFDS is asked about the name; it must answer from what is installed, not the network.
+    assert cli_runs["unknown_dataset"].seconds < FAST_SECONDS
+
+
+@pytest.mark.parametrize("name", [name for name in BAD_INPUTS if name not in FLAG_MISTAKES])
+def test_bad_input_is_left_unchanged(cli_runs, name):
+    run = cli_runs[name]
+
+    assert fingerprint(run.bad_input.input_path) == run.before
+
+
+def test_verbose_shows_the_traceback(cli_runs):
+    stderr = cli_runs["verbose"].result.stderr
+
+    assert cli_runs["verbose"].result.returncode != 0
+    assert "Traceback (most recent call last)" in stderr
+    assert "UserError" in stderr
+    assert cli_runs["verbose"].bad_input.fragments[0] in stderr
+
+
+def test_help_lists_every_stage(cli_runs):
+    result = cli_runs["help"].result
+    output = result.stdout + result.stderr
+
+    assert "Traceback" not in output
+    listed = re.search(r"--stage: <([^>]*)>", output)
+    assert listed, output
+    assert listed.group(1).split("|") == STAGES
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
