@@ -63,8 +63,13 @@ def run_stage(stage, config, workdir):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from absl import logging
+
     from pipeline.errors import UserError
 
+    if not _VERBOSE.value:
+        # TensorFlow's savers log a line per file at INFO; warnings and errors still show.
+        logging.set_verbosity(logging.WARNING)
     try:
         run_stage(_STAGE.value, resolved_config(), _WORKDIR.value)
     except UserError as error:

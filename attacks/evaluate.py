@@ -62,7 +62,13 @@ def evaluate(model, images, labels, settings, progress=True):
     def predict(x):
         return tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
 
-    @tf.function(reduce_retracing=True)
+    # Fixed signatures with an open batch size: one trace per model, also for the last,
+    # smaller batch, and epsilon and the step size as tensors, not retrace-causing floats.
+    image_spec = tf.TensorSpec([None, *images.shape[1:]], tf.float32)
+    label_spec = tf.TensorSpec([None], tf.int32)
+    scalar_spec = tf.TensorSpec([], tf.float32)
+
+    @tf.function(input_signature=[image_spec, label_spec])
     def clean_step(x, y):
         first, second = model(x, training=False), model(x, training=False)
         gradient, _ = input_gradient(model, x, y)
@@ -70,12 +76,13 @@ def evaluate(model, images, labels, settings, progress=True):
         return (tf.argmax(first, axis=-1, output_type=tf.int32),
                 tf.reduce_all(tf.equal(first, second)), tf.reduce_sum(tf.cast(zero, tf.int32)))
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[image_spec, label_spec, scalar_spec])
     def fgsm_step(x, targets, epsilon):
         adversarial = fgsm(model, x, targets, epsilon)
         return adversarial, predict(adversarial)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[image_spec, label_spec, scalar_spec, scalar_spec,
+                                  tf.TensorSpec([2], tf.int64)])
     def pgd_step(x, targets, epsilon, step_size, seed):
         adversarial = pgd(model, x, targets, epsilon, settings.pgd_steps, step_size,
                           settings.pgd_restarts, seed)

@@ -2,7 +2,8 @@
 
 - robustness.png: accuracy against epsilon, one panel per attack, one line per model.
 - embeddings.png: a t-SNE map of each model's test features, coloured by class, with
-  the silhouette score (how well the classes separate, -1 to 1) in each title.
+  the cosine silhouette score (how well the classes separate, -1 to 1) in each title.
+  Models with identical features (a linear probe keeps its encoder) share one panel.
 """
 
 import matplotlib
@@ -21,6 +22,9 @@ def robustness_figure(rows, title):
     """Accuracy (%) against epsilon (in /255) for each model, FGSM and PGD side by side."""
     models = list(dict.fromkeys(row["model"] for row in rows))
     colours = {model: plt.cm.tab10(i % 10) for i, model in enumerate(models)}
+    # Epsilons usually double from step to step: evenly spaced ticks keep the small ones apart.
+    ticks = sorted({row["epsilon"] for row in rows if row["attack"] != "clean"})
+    position = {epsilon: index for index, epsilon in enumerate(ticks)}
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for axis, attack in zip(axes, ("fgsm", "pgd")):
         for model in models:
@@ -29,11 +33,10 @@ def robustness_figure(rows, title):
             if not points:
                 continue
             epsilons, accuracies = zip(*points)
-            axis.plot([e * 255 for e in epsilons], [100 * a for a in accuracies], marker="o",
+            axis.plot([position[e] for e in epsilons], [100 * a for a in accuracies], marker="o",
                       color=colours[model], linewidth=2, label=model)
-        ticks = sorted({row["epsilon"] for row in rows if row["attack"] == attack})
-        axis.set_xticks([e * 255 for e in ticks], [epsilon_label(e) for e in ticks])
-        axis.set_xlabel("epsilon (L-infinity, pixel units)")
+        axis.set_xticks(range(len(ticks)), [epsilon_label(e) for e in ticks])
+        axis.set_xlabel("epsilon (L-infinity)")
         axis.set_title(_ATTACK_TITLES[attack])
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
@@ -49,14 +52,22 @@ def embedding_figure(embeddings, labels, class_names, title, seed=0):
     from sklearn.manifold import TSNE
     from sklearn.metrics import silhouette_score
 
-    count = len(embeddings)
+    panels = {}  # title -> features, with models of identical features merged
+    for model, features in embeddings.items():
+        features = np.asarray(features, np.float32)
+        same = [title for title, seen in panels.items() if np.array_equal(seen, features)]
+        if same:
+            panels[same[0] + " = " + model] = panels.pop(same[0])
+        else:
+            panels[model] = features
+    count = len(panels)
     figure, axes = plt.subplots(1, count, figsize=(4.6 * count, 4.8), squeeze=False)
     palette = plt.cm.tab10 if len(class_names) <= 10 else plt.cm.tab20
-    for axis, (model, features) in zip(axes[0], embeddings.items()):
-        features = np.asarray(features, np.float32)
+    for axis, (model, features) in zip(axes[0], panels.items()):
         perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
         points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
-        score = silhouette_score(features, labels) if len(set(labels)) > 1 else float("nan")
+        score = (silhouette_score(features, labels, metric="cosine") if len(set(labels)) > 1
+                 else float("nan"))
         for label in np.unique(labels):
             mask = labels == label
             axis.scatter(points[mask, 0], points[mask, 1], s=7, color=palette(label % palette.N),

@@ -51,6 +51,12 @@ def result_rows(model_name, evaluation, epsilons):
     return rows
 
 
+def encoder_features(encoder, images, batch_size):
+    """The encoder's features of `images`, in batches (a plain call: no tracing per model)."""
+    return np.concatenate([encoder(images[start:start + batch_size], training=False).numpy()
+                           for start in range(0, len(images), batch_size)])
+
+
 def run(config, workdir):
     out = os.path.join(workdir, "attack")
     keras.config.set_dtype_policy("float32")  # Attacks need float32 gradients.
@@ -69,8 +75,7 @@ def run(config, workdir):
         evaluation = evaluate(model, images, labels, settings)
         rows.extend(result_rows(name, evaluation, settings.epsilons))
         checks[name] = sanity_checks.check(evaluation, settings.epsilons)
-        encoder = model.get_layer("encoder")
-        embeddings[name] = encoder.predict(images[shown], batch_size=settings.batch_size, verbose=0)
+        embeddings[name] = encoder_features(model.get_layer("encoder"), images[shown], settings.batch_size)
 
     targets = "model predictions" if settings.use_predictions else "true labels"
     results = {

@@ -23,7 +23,6 @@ import time
 
 import keras
 import tensorflow as tf
-from absl import logging
 
 from models import heads
 from models import margin_loss
@@ -190,8 +189,8 @@ def train(config, workdir, stage):
                   jit_compile=_jit_compile(schedule.jit_compile))
     model(tf.zeros((1,) + data.image_shape), training=False)  # BackupAndRestore needs it built.
     throughput = Throughput(batch_size * views)
-    logging.info("%s: %d steps per epoch, %d epochs, policy %s", stage, steps_per_epoch,
-                 schedule.epochs, policy)
+    print(f"{stage}: {len(train_split)} training images, {steps_per_epoch} steps per epoch, "
+          f"{schedule.epochs} epochs, precision policy {policy}", flush=True)
     history = model.fit(
         train_data, epochs=schedule.epochs, steps_per_epoch=steps_per_epoch,
         validation_data=validation_data, shuffle=False, verbose=1 if sys.stdout.isatty() else 2,
