@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 WORKDIR ?= runs/demo
+# apt-get needs root; anyone else gets it through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-slow bench bazel-test venv
 
@@ -29,3 +31,9 @@ test-slow: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/run_all.py
+
+# The same tests under Bazel (WORKSPACE, BUILD, .bazelrc), offline: Debian's Bazel 4 is installed
+# the first time, Python is .venv's (tools/python/venv.bzl), Bazel's cache stays in ~/.cache/bazel.
+bazel-test: $(VENV)/.installed-test
+	command -v bazel >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y bazel-bootstrap; }
+	bazel test --test_output=errors //...

@@ -37,4 +37,9 @@ def fgsm(model, images, targets, epsilon):
     if not tf.is_tensor(epsilon):
         check_epsilon(epsilon)
     gradient, _ = input_gradient(model, images, targets)
+    return step_from_gradient(images, gradient, epsilon)
+
+
+def step_from_gradient(images, gradient, epsilon):
+    """The FGSM image for a gradient already computed: one gradient serves every epsilon."""
     return tf.clip_by_value(images + epsilon * tf.sign(gradient), 0.0, 1.0)

@@ -44,7 +44,9 @@ def pgd(model, images, targets, epsilon, steps=10, step_size=None, restarts=1, s
     for restart in range(restarts):
         noise = tf.random.stateless_uniform(tf.shape(images), seeds[restart], -1.0, 1.0)
         adversarial = tf.clip_by_value(images + epsilon * noise, lower, upper)
-        for _ in tf.range(steps):
+        # A Python loop: `steps` is fixed, and XLA compiles the unrolled steps about twice as
+        # fast as a tf.while_loop on a CPU (measured on the 2-core build machine).
+        for _ in range(steps):
             gradient, _ = input_gradient(model, adversarial, targets)
             adversarial = tf.clip_by_value(adversarial + step_size * tf.sign(gradient), lower, upper)
         logits = model(adversarial, training=False)

@@ -73,6 +73,7 @@ def base_config():
         use_predictions=False,  # Attack the model's own predictions, not the labels.
         max_examples=0,  # 0: the whole test split.
         batch_size=256,
+        jit_compile=True,  # XLA for the attack steps: about 2x faster, also on a CPU.
         embedding_examples=1000,  # Test images drawn in the t-SNE picture.
     ))
 

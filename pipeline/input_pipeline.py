@@ -18,11 +18,12 @@ def _to_float(images):
     return tf.cast(images, tf.float32) / 255.0
 
 
-def train_dataset(split, batch_size, seed, views=2, augmentation=None):
+def train_dataset(split, batch_size, seed, views=2, augmentation=None, repeat=False):
     """Shuffled, augmented batches, reshuffled each epoch (the last partial batch is dropped).
 
     `augmentation` holds keyword arguments of `pipeline.augment.augment`. The seed fixes
     the order and the augmentations of every epoch, so a run can be repeated exactly.
+    `repeat` makes it endless, epoch after epoch, without restarting the parallel map.
     """
     if batch_size > len(split):
         raise UserError(f"batch size {batch_size} is larger than the {len(split)} training "
@@ -34,6 +35,8 @@ def train_dataset(split, batch_size, seed, views=2, augmentation=None):
     # images are then gathered and augmented a whole batch at a time.
     indices = tf.data.Dataset.range(len(split)).shuffle(
         len(split), seed=seed, reshuffle_each_iteration=True).batch(batch_size, drop_remainder=True)
+    if repeat:
+        indices = indices.repeat()
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     def make_views(batch_indices, batch_seed):

@@ -17,6 +17,10 @@ def _temporary_path(path, suffix=""):
     handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix,
                                          dir=directory)
     os.close(handle)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     return temporary
 
 

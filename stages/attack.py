@@ -37,7 +37,7 @@ def settings_from(config):
         epsilons=tuple(e / 255.0 for e in attack.epsilons), pgd_steps=attack.pgd_steps,
         pgd_step_size=attack.pgd_step_size / 255.0 if attack.pgd_step_size else None,
         pgd_restarts=attack.pgd_restarts, use_predictions=attack.use_predictions,
-        batch_size=attack.batch_size, seed=config.seed)
+        batch_size=attack.batch_size, seed=config.seed, jit_compile=attack.jit_compile)
 
 
 def result_rows(model_name, evaluation, epsilons):

@@ -179,7 +179,7 @@ def train(config, workdir, stage):
                         grayscale_probability=config.data.grayscale_probability)
     batch_size = schedule.batch_size
     train_data = input_pipeline.train_dataset(train_split, batch_size, config.seed, views,
-                                              augmentation).repeat()
+                                              augmentation, repeat=True)
     validation_data = (input_pipeline.eval_dataset(validation_split, batch_size)
                        if validation_split is not None else None)
     steps_per_epoch = schedule.steps_per_epoch or len(train_split) // batch_size

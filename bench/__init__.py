@@ -1,0 +1,1 @@
+"""Speed measurements of the pipeline, the training step and the attacks; `make bench` runs them all."""

@@ -1,0 +1,123 @@
+"""What FGSM and PGD cost next to a clean evaluation of the same batch.
+
+A width-1/4 float32 encoder + classifier (untrained: the cost does not depend on the
+weights) and 256 test images of the embedded sample. Clean is one forward pass; FGSM
+(`attacks.fgsm.fgsm`) is a forward and a backward pass to the input, then a forward pass
+to score the adversarial images; PGD-k (`attacks.pgd.pgd`, one restart) is k forward and
+backward passes plus that final forward pass. Each is a `tf.function` compiled with XLA
+as `attacks.evaluate` runs them, traced before timing; all are timed in turn in every
+round and the medians over the rounds are reported. (The evaluator shares one FGSM
+gradient among all epsilons, so there each further epsilon costs one forward pass.)
+
+In FLOPs a backward pass to the input equals a forward pass (the gradients of the
+weights are not asked for, and TensorFlow prunes them), so FGSM ideally costs 2 clean
+passes and PGD-k 2k + 1; `pgd_ratio / (k + 1)` is given as well, since k + 1 is the
+other common rule of thumb.
+
+Run alone: `.venv/bin/python bench/attack_bench.py`.
+"""
+
+import os
+import sys
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from attacks.fgsm import fgsm
+from attacks.pgd import pgd
+from bench import timing
+from bench import training_bench
+from pipeline import datasets
+
+GOAL_FGSM_RATIO = 2.5
+EPSILON = 8 / 255
+
+
+def run(width=0.25, batch_size=256, pgd_steps=10, rounds=3, no_xla=True):
+    """Median seconds of clean, FGSM and PGD-k on one batch, and their ratios to clean.
+
+    Clean, FGSM and PGD (each ending with the forward pass that scores the adversarial
+    images) are compiled with XLA (`jit_compile=True`), as `attacks.evaluate` compiles
+    them by default. With `no_xla`, clean and FGSM are also timed without XLA, to show
+    what compiling them changes.
+    """
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(0)
+    model = training_bench.classifier_network(width)
+    test = datasets.load("sample").test
+    if len(test) < batch_size:
+        raise ValueError(f"the sample's test split has {len(test)} images, fewer than "
+                         f"batch_size={batch_size}.")
+    images = tf.constant(test.images[:batch_size].astype(np.float32) / 255.0)
+    labels = tf.constant(test.labels[:batch_size].astype(np.int32))
+
+    def clean():
+        return tf.argmax(model(images, training=False), axis=-1)
+
+    def fgsm_attack():
+        return tf.argmax(model(fgsm(model, images, labels, EPSILON), training=False), axis=-1)
+
+    def pgd_attack():
+        return tf.argmax(model(pgd(model, images, labels, EPSILON, steps=pgd_steps), training=False), axis=-1)
+
+    # The project's path (attacks.evaluate) compiles with XLA; the no-XLA figures are for comparison.
+    attacks = {"clean": tf.function(clean, jit_compile=True),
+               "fgsm": tf.function(fgsm_attack, jit_compile=True),
+               "pgd": tf.function(pgd_attack, jit_compile=True)}
+    if no_xla:
+        attacks["clean_no_xla"] = tf.function(clean, jit_compile=False)
+        attacks["fgsm_no_xla"] = tf.function(fgsm_attack, jit_compile=False)
+    for function in attacks.values():
+        timing.time_call(function)  # Traces: not measured.
+    wall = {name: [] for name in attacks}
+    cpu = {name: [] for name in attacks}
+    for _ in range(rounds):
+        for name, function in attacks.items():
+            seconds, cpu_seconds = timing.time_call(function)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
+    seconds = {name: timing.median(values) for name, values in wall.items()}
+    cpu_seconds = {name: timing.median(values) for name, values in cpu.items()}
+    pgd_ratio = seconds["pgd"] / seconds["clean"]
+    return {
+        "policy": "float32",
+        "width": width,
+        "batch_size": batch_size,
+        "epsilon": "8/255",
+        "pgd_steps": pgd_steps,
+        "rounds": rounds,
+        "seconds": seconds,
+        "all_seconds": wall,
+        "cpu_seconds": cpu_seconds,
+        "fgsm_ratio": seconds["fgsm"] / seconds["clean"],
+        "pgd_ratio": pgd_ratio,
+        "pgd_ratio_per_k_plus_1": pgd_ratio / (pgd_steps + 1),
+        # PGD-k is k FGSM-like steps and one forward pass; near 1 means its loop adds nothing.
+        "pgd_over_k_fgsm_plus_clean": seconds["pgd"] / (pgd_steps * seconds["fgsm"] + seconds["clean"]),
+        "fgsm_cpu_ratio": cpu_seconds["fgsm"] / cpu_seconds["clean"],
+        "pgd_cpu_ratio": cpu_seconds["pgd"] / cpu_seconds["clean"],
+        "cpu_share": timing.cpu_share(sum(map(sum, cpu.values())), sum(map(sum, wall.values()))),
+        "goal_fgsm_ratio": GOAL_FGSM_RATIO,
+        **({"fgsm_no_xla_ratio": seconds["fgsm_no_xla"] / seconds["clean_no_xla"],
+            "fgsm_no_xla_cpu_ratio": cpu_seconds["fgsm_no_xla"] / cpu_seconds["clean_no_xla"]}
+           if no_xla else {}),
+    }
+
+
+if __name__ == "__main__":
+    result = run()
+    seconds = result["seconds"]
+    print(f"clean {seconds['clean']:.3f} s, FGSM {seconds['fgsm']:.3f} s, "
+          f"PGD-{result['pgd_steps']} {seconds['pgd']:.3f} s for {result['batch_size']} images")
+    print(f"FGSM/clean {result['fgsm_ratio']:.2f} (goal <= {GOAL_FGSM_RATIO}), in CPU seconds "
+          f"{result['fgsm_cpu_ratio']:.2f}")
+    print(f"PGD/clean {result['pgd_ratio']:.2f} = {result['pgd_ratio_per_k_plus_1']:.2f} x (k + 1), "
+          f"in CPU seconds {result['pgd_cpu_ratio']:.2f}; CPU share {result['cpu_share']:.2f}")
+    if "fgsm_no_xla_ratio" in result:
+        print(f"without XLA: clean {seconds['clean_no_xla']:.3f} s, FGSM {seconds['fgsm_no_xla']:.3f} s, "
+              f"FGSM/clean {result['fgsm_no_xla_ratio']:.2f}, "
+              f"in CPU seconds {result['fgsm_no_xla_cpu_ratio']:.2f}")
