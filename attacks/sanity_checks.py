@@ -7,7 +7,9 @@ masking; Athalye, Carlini and Wagner, 2018). These checks catch the usual sympto
 - eps_zero_is_clean: an attack with epsilon 0 gives exactly the clean accuracy.
 - monotone_in_epsilon: accuracy never rises as epsilon grows (per attack).
 - pgd_not_weaker_than_fgsm: PGD accuracy is at most FGSM's at every epsilon; if not,
-  the gradients mislead the iterative attack (possible gradient masking).
+  the gradients mislead the iterative attack (possible gradient masking). One image of
+  difference is allowed: at the smallest epsilons PGD's random start can cost it an
+  image or two against FGSM on any model; the detail reports it all the same.
 - inside_epsilon_ball: every adversarial image is within epsilon of its original and
   inside [0, 1].
 - deterministic_inference: two forward passes agree (inference mode, no randomness).
@@ -17,6 +19,7 @@ masking; Athalye, Carlini and Wagner, 2018). These checks catch the usual sympto
 # Float32 rounding of x + eps * sign(g) and the clip can exceed eps by about 1 ulp.
 _BALL_TOLERANCE = 1e-6
 _ZERO_GRADIENT_LIMIT = 0.01
+_PGD_ALLOWANCE_IMAGES = 1
 
 
 def _verdict(passed, detail):
@@ -46,12 +49,17 @@ def check(evaluation, epsilons):
     checks["monotone_in_epsilon"] = _verdict(
         not rises, "; ".join(rises) or "accuracy falls or stays as epsilon grows")
 
-    stronger = [f"{e * 255:g}/255: pgd {evaluation.accuracy('pgd', e):.4f} > fgsm "
-                f"{evaluation.accuracy('fgsm', e):.4f}"
-                for e in ordered if evaluation.accuracy("pgd", e) > evaluation.accuracy("fgsm", e)]
-    checks["pgd_not_weaker_than_fgsm"] = _verdict(
-        not stronger, ("possible gradient masking: " + "; ".join(stronger)) if stronger
-        else "PGD accuracy <= FGSM accuracy at every epsilon")
+    excess = {e: evaluation.correct[("pgd", e)] - evaluation.correct[("fgsm", e)] for e in ordered}
+    above = [f"{e * 255:g}/255: pgd {evaluation.accuracy('pgd', e):.4f} > fgsm "
+             f"{evaluation.accuracy('fgsm', e):.4f}" for e in ordered if excess[e] > 0]
+    masking = any(count > _PGD_ALLOWANCE_IMAGES for count in excess.values())
+    if masking:
+        detail = "possible gradient masking: " + "; ".join(above)
+    elif above:
+        detail = "within the one-image allowance: " + "; ".join(above)
+    else:
+        detail = "PGD accuracy <= FGSM accuracy at every epsilon"
+    checks["pgd_not_weaker_than_fgsm"] = _verdict(not masking, detail)
 
     inside = (evaluation.max_ball_excess <= _BALL_TOLERANCE and evaluation.min_pixel >= 0.0
               and evaluation.max_pixel <= 1.0)
