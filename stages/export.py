@@ -11,8 +11,13 @@ The version is one more than the highest existing one (TF Serving serves the hig
 The SavedModel is written to a hidden temporary directory beside the versions, reloaded,
 checked against the Keras model, and only then renamed to its version number, so TF
 Serving never sees a half-written or wrong model. Earlier versions are never touched.
+Each version records the sha256 of the `.keras` file it came from in
+`assets.extra/source.json` (the folder TF Serving leaves to its users); when the newest
+version already holds the same model, the stage exports nothing.
 """
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -74,13 +79,20 @@ def check_export(path, model, images):
     return error
 
 
-def export(model, model_dir, check_images):
-    """Writes, checks and installs a new version of `model`; returns its path."""
+def export(model, model_dir, check_images, source=None):
+    """Writes, checks and installs a new version of `model`; returns its path.
+
+    `source` (a dict) is written to the version's assets.extra/source.json.
+    """
     os.makedirs(model_dir, exist_ok=True)
     temporary = tempfile.mkdtemp(prefix=".incomplete-", dir=model_dir)
     try:
         build_archive(model).write_out(temporary, verbose=False)
         error = check_export(temporary, model, check_images)
+        if source is not None:
+            os.makedirs(os.path.join(temporary, "assets.extra"))
+            with open(os.path.join(temporary, "assets.extra", "source.json"), "w") as f:
+                json.dump(source, f, indent=2)
         # Choosing the number only now keeps two exports from claiming the same one
         # for long; os.rename fails rather than overwrite if another export got there first.
         final = os.path.join(model_dir, str(next_version(model_dir)))
@@ -97,7 +109,18 @@ def run(config, workdir):
     if not os.path.exists(path):
         raise UserError(f"{path} does not exist: run --stage {config.export.model} first, or choose "
                         "another with --config.export.model.")
+    with open(path, "rb") as f:
+        source = {"model": os.path.abspath(path), "sha256": hashlib.sha256(f.read()).hexdigest()}
+    model_dir = os.path.join(workdir, "export", config.export.name)
+    latest = os.path.join(model_dir, str(next_version(model_dir) - 1))
+    try:
+        with open(os.path.join(latest, "assets.extra", "source.json")) as f:
+            if json.load(f)["sha256"] == source["sha256"]:
+                print(f"export: {latest} already holds {path}; nothing to do.")
+                return latest
+    except (OSError, ValueError, KeyError):
+        pass  # No earlier version, or one without a record: export.
     keras.config.set_dtype_policy("float32")
     model = keras.models.load_model(path)
     check_images = data_stage.load(config.data).test.images[:16]
-    return export(model, os.path.join(workdir, "export", config.export.name), check_images)
+    return export(model, model_dir, check_images, source)

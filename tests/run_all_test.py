@@ -48,8 +48,23 @@ def test_table_pictures_and_export_exist(workdir):
     for picture in ("robustness.png", "embeddings.png"):
         with open(os.path.join(path, "attack", picture), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert os.path.isfile(os.path.join(path, "export", "supcon_resnet18", "1", "saved_model.pb"))
+    version = os.path.join(path, "export", "supcon_resnet18", "1")
+    assert os.path.isfile(os.path.join(version, "saved_model.pb"))
+    with open(os.path.join(version, "assets.extra", "source.json")) as f:
+        assert json.load(f)["model"].endswith(os.path.join("finetune", "model.keras"))
     assert "robustness.png" in stdout and "| pretrain | pgd |" in stdout
+
+
+def test_running_all_again_retrains_and_exports_nothing(workdir):
+    path, _ = workdir
+    result = subprocess.run(
+        [sys.executable, "run.py", "--stage", "all", "--config", "configs/demo.py:smoke",
+         "--workdir", path], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in ("baseline", "pretrain", "finetune"):
+        assert f"{stage}: already done" in result.stdout
+    assert "nothing to do" in result.stdout
+    assert sorted(os.listdir(os.path.join(path, "export", "supcon_resnet18"))) == ["1"]
 
 
 if __name__ == "__main__":
