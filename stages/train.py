@@ -199,7 +199,9 @@ def train(config, workdir, stage):
                    keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
                    keras.callbacks.TensorBoard(os.path.join(out, "logs")),
                    throughput])
-    if not math.isfinite(history.history["loss"][-1]):
+    # Empty when a crash came after the last epoch's backup: fit then resumes past the end.
+    losses = history.history.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):
         raise RuntimeError(f"{stage}: the loss became NaN or infinite; lower the learning rate.")
 
     atomic_files.save_model(float32_copy(model.classifier_model(name=stage)),
