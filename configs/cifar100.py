@@ -7,8 +7,8 @@ Full width, batch 256, 100 epochs of SGD with cosine decay. The paper (Wang, Nay
 Rakin, arXiv 2412.19747) reports clean accuracy kept and up to +2.5 points of FGSM
 accuracy at the larger epsilons over cross-entropy alone; its tables are not public, so
 no exact figure is expected here. It has not been run to the end in this project: at
-about 55 images/s on a 2-core CPU it needs a GPU (about 10 GPU-hours on one GPU is a
-rough guess). `:smoke` shrinks it for tests.
+21 images/s at full width on the 2-core build machine, 100 epochs would take about 60
+hours, so it needs a GPU. `:smoke` shrinks it for tests.
 """
 
 from configs.base import base_config, shrink_for_smoke
