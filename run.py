@@ -1,29 +1,62 @@
 """Command line: `python run.py --stage STAGE --config CONFIG --workdir DIR`.
 
 Stages: data, baseline, pretrain, finetune, attack, export, all. Each is a function of
-(config, workdir) in `stages/`; this file only reads flags and calls it. Errors that a
-user can fix are printed as one line, exit status 2 (a traceback with --verbose).
+(config, workdir) in `stages/`; this file only reads flags, checks them and the config,
+and calls it. Exit status: 0 done, 2 a mistake the user can fix (one line on stderr,
+`error: ...`; the traceback with --verbose), 3 training diverged (one line saying where,
+and the checkpoint that was kept), 1 a bug (with its traceback).
+
+Flags and the config are checked before TensorFlow is imported, so a mistake there is
+reported at once.
 """
 
 import os
 import sys
 
-# TensorFlow's C++ start-up chatter (CPU features, oneDNN) hides the output that matters.
+# TensorFlow's C++ INFO and WARNING lines; errors still show. Its start-up notices, which
+# ignore this setting, are filtered by stages.startup.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from configs import schema
+from pipeline import errors
+
 STAGES = ("data", "baseline", "pretrain", "finetune", "attack", "export", "all")
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.py")
 
 _STAGE = flags.DEFINE_enum("stage", "data", STAGES,
                            "What to run; 'all' runs baseline, pretrain, finetune, attack, export.")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG,
-    "A config file under configs/ (add :smoke for a seconds-long run); override single fields "
-    "with --config.section.field=value.", lock_config=True)
+
+
+def _fail(message, status=errors.USER_ERROR_STATUS):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _unknown_override(error, argv):
+    """The one-line message for a --config.a.b=value whose field does not exist.
+
+    ml_collections applies the overrides in sys.argv while the flag is defined, and says
+    only which key was missing (as a bare AttributeError).
+    """
+    key = str(error).strip("\"' ")
+    for arg in argv:
+        path = arg.split("=", 1)[0]
+        if path.startswith("--config.") and key in path[len("--config."):].split("."):
+            return f"{path}: no such field in the config (configs/base.py lists every field)."
+    return "a --config.section.field override names a field that does not exist."
+
+
+try:
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", _DEFAULT_CONFIG,
+        "A config file under configs/ (add :smoke for a seconds-long run); override single "
+        "fields with --config.section.field=value.", lock_config=True)
+except (AttributeError, KeyError) as _error:
+    _fail(_unknown_override(_error, sys.argv))
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where every stage writes (and resumes from).")
 _DATASET = flags.DEFINE_string(
     "dataset", None, "sample (the embedded default), folder, cifar10, cifar100, or another TFDS "
@@ -32,15 +65,31 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Folder with the official CIFAR archives, an image folder (or its .tar), or "
     "a TFDS data_dir; overrides config.data.data_dir.")
 _PRECISION = flags.DEFINE_enum(
-    "precision", None, ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
-    "Overrides config.train.precision.")
+    "precision", None, list(schema.PRECISIONS), "Overrides config.train.precision.")
 _SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks of user errors too.")
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with every mistake shown as one line and exit status 2."""
+    try:
+        return flags.FLAGS(argv)
+    except schema.UnknownArgument as error:
+        _fail(error)
+    except flags.Error as error:
+        _fail(str(error).splitlines()[0])
+    except (AttributeError, KeyError) as error:
+        _fail(_unknown_override(error, argv))
+
+
 def resolved_config():
-    """The config file's values with the command line's overrides applied."""
+    """The config file's values with the command line's overrides applied, validated."""
     config = _CONFIG.value
+    try:
+        config.unlocked()
+    except OSError as error:  # The file could not be loaded; ml_collections says so on use.
+        path = flags.FLAGS["config"].config_filename
+        raise errors.UserError(f"--config={path}: no such config file (see configs/).") from error
     with config.unlocked():
         if _DATASET.value is not None:
             config.data.name = _DATASET.value
@@ -50,11 +99,13 @@ def resolved_config():
             config.train.precision = _PRECISION.value
         if _SEED.value is not None:
             config.seed = _SEED.value
-    return config
+    return schema.validate(config)
 
 
 def run_stage(stage, config, workdir):
-    # Imported here so that --help answers without loading TensorFlow.
+    from stages import startup
+
+    startup.import_tensorflow()
     from stages import pipeline_stages
 
     return pipeline_stages.run(stage, config, workdir)
@@ -62,26 +113,28 @@ def run_stage(stage, config, workdir):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        _fail(f"unexpected arguments: {' '.join(argv[1:])} (every option is a --flag; see --help).")
     from absl import logging
-
-    from pipeline.errors import UserError
 
     if not _VERBOSE.value:
         # TensorFlow's savers log a line per file at INFO; warnings and errors still show.
         logging.set_verbosity(logging.WARNING)
     try:
-        run_stage(_STAGE.value, resolved_config(), _WORKDIR.value)
-    except UserError as error:
+        config = resolved_config()
+        run_stage(_STAGE.value, config, _WORKDIR.value)
+    except errors.UserError as error:
         if _VERBOSE.value:
             raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(error)
+    except errors.Diverged as error:
+        if _VERBOSE.value:
+            raise
+        _fail(error, errors.DIVERGED_STATUS)
 
 
 def entry_point():
     """The console script `supcon-robust`."""
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

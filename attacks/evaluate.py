@@ -1,28 +1,25 @@
-"""Robust accuracy of one model under FGSM and PGD at several epsilons, in batches.
+"""Robust accuracy of one model under one attack of the table at several epsilons.
 
-FGSM needs the input gradient at the clean image only, so each batch costs one forward
-and backward pass (which also gives the clean accuracy) plus one forward pass per
-epsilon; PGD costs its steps per epsilon. The attack steps are compiled with XLA by
-default (on the build machine's CPU it halved their time; `jit_compile=False` turns it off).
-
-Besides accuracies it records what the sanity checks (`attacks.sanity_checks`) need:
-how far any adversarial image strayed from its original and from [0, 1], whether two
-forward passes agree (a model left in training mode or with randomness does not), and
-the share of images whose input gradient is exactly zero (an attack then cannot move
-them, which makes a model look robust when it is not).
+`evaluate(model, images, labels, attack_name, settings)` runs, batch by batch, one clean
+step (predictions, whether two forward passes agree, the input gradient of the
+cross-entropy, which FGSM reuses for every epsilon, and how many images have an all-zero
+gradient) and then the attack at each epsilon. It keeps, per epsilon, which images the
+model still classifies correctly (so that the per-image worst case over attacks can be
+taken later) and what the sanity checks (`attacks.sanity_checks`) need: how far any
+adversarial image strayed from its original and from [0, 1].
 """
 
+import base64
 import dataclasses
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from attacks import table
 from attacks.fgsm import check_epsilon
 from attacks.fgsm import input_gradient
-from attacks.fgsm import step_from_gradient
-from attacks.pgd import default_step_size
-from attacks.pgd import pgd
 
 
 @dataclasses.dataclass
@@ -44,41 +41,82 @@ class AttackSettings:
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1.")
 
+    def key(self, attack_name):
+        """The settings that change `attack_name`'s result, as a JSON-able dict."""
+        common = dict(epsilons=[float(e) for e in self.epsilons], use_predictions=self.use_predictions,
+                      batch_size=self.batch_size, seed=self.seed, jit_compile=self.jit_compile)
+        own = {field: getattr(self, field) for field in table.ATTACKS[attack_name].settings}
+        return {**common, **own}
+
+
+@dataclasses.dataclass
+class Batch:
+    """What the evaluator computed for one batch, handed to the attack (see attacks.table)."""
+
+    gradient: tf.Tensor
+    seed: tf.Tensor
+    clean_correct: np.ndarray
+
 
 @dataclasses.dataclass
 class Evaluation:
-    """Counts of correct predictions and the diagnostics, for one model."""
+    """One model under one attack: which images stay correct, and the diagnostics."""
 
-    n: int = 0
-    clean_correct: int = 0
-    correct: dict = dataclasses.field(default_factory=dict)  # (attack, epsilon) -> count
+    attack: str
+    clean: np.ndarray  # bool [N]: correct on the clean image
+    correct: dict  # epsilon -> bool [N]: correct on the adversarial image
     max_ball_excess: float = 0.0  # max over images of |x_adv - x|_inf - epsilon
     min_pixel: float = 0.0
     max_pixel: float = 1.0
     deterministic: bool = True
     zero_gradient_images: int = 0
+    seconds: float = 0.0
 
-    def accuracy(self, attack, epsilon=0.0):
-        count = self.clean_correct if attack == "clean" else self.correct[(attack, epsilon)]
-        return count / self.n if self.n else float("nan")
+    @property
+    def n(self):
+        return int(len(self.clean))
+
+    def accuracy(self, epsilon=None):
+        """Clean accuracy (epsilon None) or accuracy under the attack at `epsilon`."""
+        mask = self.clean if epsilon is None else self.correct[epsilon]
+        return float(mask.mean()) if self.n else float("nan")
+
+    def to_record(self):
+        """A JSON-able dict; masks as base64 of numpy.packbits."""
+        return {"attack": self.attack, "n": self.n, "clean": _pack(self.clean),
+                "correct": [[float(e), _pack(mask)] for e, mask in self.correct.items()],
+                "max_ball_excess": self.max_ball_excess, "min_pixel": self.min_pixel,
+                "max_pixel": self.max_pixel, "deterministic": self.deterministic,
+                "zero_gradient_images": self.zero_gradient_images, "seconds": self.seconds}
+
+    @classmethod
+    def from_record(cls, record):
+        n = record["n"]
+        return cls(record["attack"], _unpack(record["clean"], n),
+                   {float(e): _unpack(mask, n) for e, mask in record["correct"]},
+                   record["max_ball_excess"], record["min_pixel"], record["max_pixel"],
+                   record["deterministic"], record["zero_gradient_images"], record["seconds"])
 
 
-def evaluate(model, images, labels, settings, progress=True):
-    """Evaluates `model` on float32 images [N, H, W, C] in [0, 1] and labels [N]."""
-    def predict(x):
-        return tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
+def _pack(mask):
+    return base64.b64encode(np.packbits(np.asarray(mask, bool)).tobytes()).decode("ascii")
 
-    # Fixed signatures with an open batch size: one trace per model, also for the last,
-    # smaller batch, and epsilon and the step size as tensors, not retrace-causing floats.
+
+def _unpack(text, n):
+    bits = np.frombuffer(base64.b64decode(text), np.uint8)
+    return np.unpackbits(bits)[:n].astype(bool)
+
+
+def evaluate(model, images, labels, attack_name, settings, progress=True):
+    """Evaluates `model` on float32 images [N, H, W, C] in [0, 1] and labels [N] under one attack."""
     image_spec = tf.TensorSpec([None, *images.shape[1:]], tf.float32)
-    label_spec = tf.TensorSpec([None], tf.int32)
-    scalar_spec = tf.TensorSpec([], tf.float32)
 
-    compiled = dict(jit_compile=settings.jit_compile)
-
-    @tf.function(input_signature=[image_spec, label_spec], **compiled)
+    # A fixed signature with an open batch size: one trace per model, also for the last,
+    # smaller batch.
+    @tf.function(input_signature=[image_spec, tf.TensorSpec([None], tf.int32)],
+                 jit_compile=settings.jit_compile)
     def clean_step(x, labels):
-        """Clean predictions, whether inference is deterministic, the FGSM gradient, zero gradients."""
+        """Clean predictions, whether inference is deterministic, the input gradient, zero gradients."""
         logits = model(x, training=False)
         predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
         deterministic = tf.reduce_all(tf.equal(logits, model(x, training=False)))
@@ -87,47 +125,47 @@ def evaluate(model, images, labels, settings, progress=True):
         zero = tf.reduce_all(tf.equal(tf.reshape(gradient, [tf.shape(x)[0], -1]), 0.0), axis=1)
         return predictions, deterministic, gradient, tf.reduce_sum(tf.cast(zero, tf.int32))
 
-    @tf.function(input_signature=[image_spec, image_spec, scalar_spec], **compiled)
-    def fgsm_step(x, gradient, epsilon):
-        adversarial = step_from_gradient(x, gradient, epsilon)
-        return adversarial, predict(adversarial)
+    @tf.function(input_signature=[image_spec], jit_compile=settings.jit_compile)
+    def predict(x):
+        return tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
 
-    @tf.function(input_signature=[image_spec, label_spec, scalar_spec, scalar_spec,
-                                  tf.TensorSpec([2], tf.int64)], **compiled)
-    def pgd_step(x, targets, epsilon, step_size, seed):
-        adversarial = pgd(model, x, targets, epsilon, settings.pgd_steps, step_size,
-                          settings.pgd_restarts, seed)
-        return adversarial, predict(adversarial)
-
-    result = Evaluation()
+    attack = table.ATTACKS[attack_name].builder()(model, settings, image_spec)
     labels = np.asarray(labels, np.int32)
+    result = Evaluation(attack_name, np.zeros(len(labels), bool),
+                        {e: np.zeros(len(labels), bool) for e in settings.epsilons})
+    start_time = time.perf_counter()
     batches = range(0, len(labels), settings.batch_size)
     bar = keras.utils.Progbar(len(batches), unit_name="batch") if progress else None
     for index, start in enumerate(batches):
-        x = tf.constant(images[start:start + settings.batch_size], tf.float32)
-        y = tf.constant(labels[start:start + settings.batch_size])
+        end = min(start + settings.batch_size, len(labels))
+        x = tf.constant(images[start:end], tf.float32)
+        y = tf.constant(labels[start:end])
         predictions, deterministic, gradient, zero = clean_step(x, y)
-        targets = predictions if settings.use_predictions else y
-        result.n += int(y.shape[0])
-        result.clean_correct += int(tf.reduce_sum(tf.cast(predictions == y, tf.int32)))
+        clean_correct = predictions.numpy() == labels[start:end]
+        result.clean[start:end] = clean_correct
         result.deterministic &= bool(deterministic)
         result.zero_gradient_images += int(zero)
+        targets = predictions if settings.use_predictions else y
+        batch = Batch(gradient, tf.constant([settings.seed, start], tf.int64), clean_correct)
         for epsilon in settings.epsilons:
-            step_size = settings.pgd_step_size
-            if step_size is None:
-                step_size = default_step_size(epsilon, settings.pgd_steps)
-            seed = tf.constant([settings.seed, start], tf.int64)
-            for attack, (adversarial, adversarial_predictions) in (
-                    ("fgsm", fgsm_step(x, gradient, tf.constant(epsilon, tf.float32))),
-                    ("pgd", pgd_step(x, targets, tf.constant(epsilon, tf.float32),
-                                     tf.constant(step_size, tf.float32), seed))):
-                key = (attack, epsilon)
-                result.correct[key] = result.correct.get(key, 0) + int(
-                    tf.reduce_sum(tf.cast(adversarial_predictions == y, tf.int32)))
-                distance = float(tf.reduce_max(tf.abs(adversarial - x)))
-                result.max_ball_excess = max(result.max_ball_excess, distance - epsilon)
-                result.min_pixel = min(result.min_pixel, float(tf.reduce_min(adversarial)))
-                result.max_pixel = max(result.max_pixel, float(tf.reduce_max(adversarial)))
+            adversarial = tf.convert_to_tensor(attack(x, targets, epsilon, batch), tf.float32)
+            adversarial_predictions = predict(adversarial)
+            result.correct[epsilon][start:end] = adversarial_predictions.numpy() == labels[start:end]
+            distance = float(tf.reduce_max(tf.abs(adversarial - x)))
+            result.max_ball_excess = max(result.max_ball_excess, distance - epsilon)
+            result.min_pixel = min(result.min_pixel, float(tf.reduce_min(adversarial)))
+            result.max_pixel = max(result.max_pixel, float(tf.reduce_max(adversarial)))
         if bar:
             bar.update(index + 1)
+    result.seconds = time.perf_counter() - start_time
     return result
+
+
+def worst_case(evaluations):
+    """Per epsilon, the images that every attack (in {name: Evaluation}) failed on, bool [N].
+
+    Only epsilons every attack was run at are included.
+    """
+    common = set.intersection(*(set(e.correct) for e in evaluations.values()))
+    return {epsilon: np.logical_and.reduce([e.correct[epsilon] for e in evaluations.values()])
+            for epsilon in sorted(common)}

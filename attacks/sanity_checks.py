@@ -2,80 +2,101 @@
 
 Defences that cluster features have a history of looking robust to FGSM and falling to
 stronger attacks, often because their gradients stop pointing anywhere useful (gradient
-masking; Athalye, Carlini and Wagner, 2018). These checks catch the usual symptoms:
+masking; Athalye, Carlini and Wagner, 2018). These checks catch the usual symptoms, for
+one model evaluated under every attack of `attacks.table` that was run:
 
-- eps_zero_is_clean: an attack with epsilon 0 gives exactly the clean accuracy.
+- eps_zero_is_clean: every attack with epsilon 0 gives exactly the clean accuracy.
 - monotone_in_epsilon: accuracy never rises as epsilon grows (per attack).
-- pgd_not_weaker_than_fgsm: PGD accuracy is at most FGSM's at every epsilon; if not,
-  the gradients mislead the iterative attack (possible gradient masking). One image of
-  difference is allowed: at the smallest epsilons PGD's random start can cost it an
-  image or two against FGSM on any model; the detail reports it all the same.
+- stronger_not_weaker: an attack is at most as accurate as each attack its table entry
+  names in `not_weaker_than` (PGD against FGSM), at every epsilon; if not, the gradients
+  mislead the stronger attack (possible gradient masking). One image of difference is
+  allowed: at the smallest epsilons PGD's random start can cost it an image against FGSM
+  on any model; the detail reports it all the same.
 - inside_epsilon_ball: every adversarial image is within epsilon of its original and
   inside [0, 1].
 - deterministic_inference: two forward passes agree (inference mode, no randomness).
 - nonzero_gradients: at most 1% of images have an all-zero input gradient.
 """
 
+from attacks import table
+
 # Float32 rounding of x + eps * sign(g) and the clip can exceed eps by about 1 ulp.
 _BALL_TOLERANCE = 1e-6
 _ZERO_GRADIENT_LIMIT = 0.01
-_PGD_ALLOWANCE_IMAGES = 1
+_ALLOWANCE_IMAGES = 1
 
 
 def _verdict(passed, detail):
     return {"passed": bool(passed), "detail": detail}
 
 
-def check(evaluation, epsilons):
-    """Returns {check name: {"passed": bool, "detail": str}} for one model's `Evaluation`."""
+def _eps(epsilon):
+    return f"{epsilon * 255:g}/255"
+
+
+def check(evaluations):
+    """{check name: {"passed": bool, "detail": str}} for one model's {attack name: Evaluation}."""
     checks = {}
-    clean = evaluation.accuracy("clean")
-    if 0 in epsilons:
-        mismatches = [f"{attack} {evaluation.accuracy(attack, 0.0):.4f}" for attack in ("fgsm", "pgd")
-                      if evaluation.accuracy(attack, 0.0) != clean]
-        detail = f"clean {clean:.4f}; " + (f"at eps 0: {', '.join(mismatches)}" if mismatches
-                                           else "every attack equal at eps 0")
-        checks["eps_zero_is_clean"] = _verdict(not mismatches, detail)
+    names = list(evaluations)
+    first = evaluations[names[0]]
+    clean = first.accuracy()
+
+    mismatches = [f"{name} {e.accuracy(0.0):.4f}" for name, e in evaluations.items()
+                  if 0.0 in e.correct and e.accuracy(0.0) != e.accuracy()]
+    if any(0.0 in e.correct for e in evaluations.values()):
+        checks["eps_zero_is_clean"] = _verdict(not mismatches, f"clean {clean:.4f}; " + (
+            f"at eps 0: {', '.join(mismatches)}" if mismatches else "every attack equal at eps 0"))
     else:
         checks["eps_zero_is_clean"] = _verdict(True, "eps 0 not evaluated")
 
     rises = []
-    ordered = sorted(epsilons)
-    for attack in ("fgsm", "pgd"):
+    for name, evaluation in evaluations.items():
+        ordered = sorted(evaluation.correct)
         for low, high in zip(ordered, ordered[1:]):
-            if evaluation.accuracy(attack, high) > evaluation.accuracy(attack, low):
-                rises.append(f"{attack} {evaluation.accuracy(attack, low):.4f} at {low * 255:g}/255 "
-                             f"-> {evaluation.accuracy(attack, high):.4f} at {high * 255:g}/255")
+            if evaluation.accuracy(high) > evaluation.accuracy(low):
+                rises.append(f"{name} {evaluation.accuracy(low):.4f} at {_eps(low)} -> "
+                             f"{evaluation.accuracy(high):.4f} at {_eps(high)}")
     checks["monotone_in_epsilon"] = _verdict(
         not rises, "; ".join(rises) or "accuracy falls or stays as epsilon grows")
 
-    excess = {e: evaluation.correct[("pgd", e)] - evaluation.correct[("fgsm", e)] for e in ordered}
-    above = [f"{e * 255:g}/255: pgd {evaluation.accuracy('pgd', e):.4f} > fgsm "
-             f"{evaluation.accuracy('fgsm', e):.4f}" for e in ordered if excess[e] > 0]
-    masking = any(count > _PGD_ALLOWANCE_IMAGES for count in excess.values())
+    above, masking, compared = [], False, []
+    for name, evaluation in evaluations.items():
+        for weaker in table.ATTACKS[name].not_weaker_than:
+            if weaker not in evaluations:
+                continue
+            compared.append(f"{name} <= {weaker}")
+            other = evaluations[weaker]
+            for epsilon in sorted(set(evaluation.correct) & set(other.correct)):
+                excess = int(evaluation.correct[epsilon].sum()) - int(other.correct[epsilon].sum())
+                if excess > 0:
+                    above.append(f"{_eps(epsilon)}: {name} {evaluation.accuracy(epsilon):.4f} > "
+                                 f"{weaker} {other.accuracy(epsilon):.4f}")
+                    masking |= excess > _ALLOWANCE_IMAGES
     if masking:
         detail = "possible gradient masking: " + "; ".join(above)
     elif above:
         detail = "within the one-image allowance: " + "; ".join(above)
     else:
-        detail = "PGD accuracy <= FGSM accuracy at every epsilon"
-    checks["pgd_not_weaker_than_fgsm"] = _verdict(not masking, detail)
+        detail = ("at every epsilon: " + ", ".join(compared)) if compared else "no pair of attacks to compare"
+    checks["stronger_not_weaker"] = _verdict(not masking, detail)
 
-    inside = (evaluation.max_ball_excess <= _BALL_TOLERANCE and evaluation.min_pixel >= 0.0
-              and evaluation.max_pixel <= 1.0)
+    excess = max(e.max_ball_excess for e in evaluations.values())
+    low = min(e.min_pixel for e in evaluations.values())
+    high = max(e.max_pixel for e in evaluations.values())
+    inside = excess <= _BALL_TOLERANCE and low >= 0.0 and high <= 1.0
     checks["inside_epsilon_ball"] = _verdict(
-        inside, f"max |x_adv - x| - eps = {evaluation.max_ball_excess:.2e}, pixels in "
-                f"[{evaluation.min_pixel:g}, {evaluation.max_pixel:g}]")
+        inside, f"max |x_adv - x| - eps = {excess:.2e}, pixels in [{low:g}, {high:g}]")
 
+    deterministic = all(e.deterministic for e in evaluations.values())
     checks["deterministic_inference"] = _verdict(
-        evaluation.deterministic, "two forward passes agree" if evaluation.deterministic
+        deterministic, "two forward passes agree" if deterministic
         else "two forward passes differ: the model is not in inference mode or is random, "
              "so gradient attacks understate its weakness (use EOT)")
 
-    share = evaluation.zero_gradient_images / evaluation.n if evaluation.n else 0.0
+    zero = first.zero_gradient_images
+    share = zero / first.n if first.n else 0.0
     checks["nonzero_gradients"] = _verdict(
         share <= _ZERO_GRADIENT_LIMIT,
-        f"{evaluation.zero_gradient_images} of {evaluation.n} images ({share:.1%}) have an "
-        "all-zero input gradient" + (" (saturated softmax: gradient attacks cannot move them)"
-                                     if share > _ZERO_GRADIENT_LIMIT else ""))
+        f"{zero} of {first.n} images ({share:.1%}) have an all-zero input gradient"
+        + (" (saturated softmax: gradient attacks cannot move them)" if share > _ZERO_GRADIENT_LIMIT else ""))
     return checks

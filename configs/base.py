@@ -66,6 +66,7 @@ def base_config():
 
     config.attack = ml_collections.ConfigDict(dict(
         models=("baseline", "pretrain", "finetune"),
+        attacks=("fgsm", "pgd"),  # Names from attacks/table.py, weakest first.
         epsilons=(0, 1, 2, 4, 8, 16),  # Out of 255.
         pgd_steps=10,
         pgd_step_size=0.0,  # Out of 255; 0 uses 2.5 * epsilon / steps (Madry et al.).

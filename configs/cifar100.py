@@ -12,9 +12,11 @@ hours, so it needs a GPU. `:smoke` shrinks it for tests.
 """
 
 from configs.base import base_config, shrink_for_smoke
+from configs.schema import check_argument
 
 
 def get_config(arg=None):
+    check_argument("configs/cifar100.py", arg, ("smoke",))
     config = base_config()
     config.data.name = "cifar100"
     config.data.label_type = "fine"

@@ -10,9 +10,11 @@ conclusions about the method.
 """
 
 from configs.base import base_config, shrink_for_smoke
+from configs.schema import check_argument
 
 
 def get_config(arg=None):
+    check_argument("configs/demo.py", arg, ("smoke",))
     config = base_config()
     config.data.name = "sample"
     config.model.width = 0.25

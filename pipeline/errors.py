@@ -1,9 +1,18 @@
-"""The one error type for mistakes a user can make and fix (bad paths, bad files, bad flags).
+"""The error types `run.py` turns into one line and an exit status.
 
-`run.py` catches `UserError` once and prints its message as a single line with
-exit status 2; anything else is a bug in this project and keeps its traceback.
+- `UserError`: an input the user can fix (a path, a file, a flag, a config field); exit 2.
+- `Diverged`: training produced a non-finite loss; the last good checkpoint is kept; exit 3.
+
+Anything else is a bug in this project and keeps its traceback (exit 1).
 """
+
+USER_ERROR_STATUS = 2
+DIVERGED_STATUS = 3
 
 
 class UserError(ValueError):
     """An input the user can fix; the message names the input and the fix."""
+
+
+class Diverged(RuntimeError):
+    """A training stage stopped at its first non-finite loss; the message says where and what to do."""

@@ -1,32 +1,35 @@
 """The two pictures of the report, made to be read at a glance.
 
-- robustness.png: accuracy against epsilon, one panel per attack, one line per model.
+- robustness.png: accuracy against epsilon, one panel per attack (and the per-image worst
+  case), one line per model.
 - embeddings.png: a t-SNE map of each model's test features, coloured by class, with
   the cosine silhouette score (how well the classes separate, -1 to 1) in each title.
   Models with identical features (a linear probe keeps its encoder) share one panel.
+
+Figures are made with `matplotlib.figure.Figure` directly, not pyplot: nothing here
+changes matplotlib's global backend or keeps figures alive in a global registry.
 """
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # Files only; no display is needed or wanted.
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from report.tables import epsilon_label  # noqa: E402
-
-_ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD"}
-
+from attacks import table as attack_table
+from report.tables import attacks_in
+from report.tables import epsilon_label
 
 def robustness_figure(rows, title):
-    """Accuracy (%) against epsilon (in /255) for each model, FGSM and PGD side by side."""
+    """Accuracy (%) against epsilon (in /255) for each model, one panel per attack."""
     models = list(dict.fromkeys(row["model"] for row in rows))
-    colours = {model: plt.cm.tab10(i % 10) for i, model in enumerate(models)}
+    palette = matplotlib.colormaps["tab10"]
+    colours = {model: palette(i % 10) for i, model in enumerate(models)}
+    attacks = attacks_in(rows)
     # Epsilons usually double from step to step: evenly spaced ticks keep the small ones apart.
     ticks = sorted({row["epsilon"] for row in rows if row["attack"] != "clean"})
     position = {epsilon: index for index, epsilon in enumerate(ticks)}
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for axis, attack in zip(axes, ("fgsm", "pgd")):
+    figure = Figure(figsize=(5.2 * len(attacks) + 0.6, 4.2))
+    axes = figure.subplots(1, len(attacks), sharey=True, squeeze=False)[0]
+    for axis, attack in zip(axes, attacks):
         for model in models:
             points = sorted((row["epsilon"], row["accuracy"]) for row in rows
                             if row["model"] == model and row["attack"] == attack)
@@ -37,11 +40,11 @@ def robustness_figure(rows, title):
                       color=colours[model], linewidth=2, label=model)
         axis.set_xticks(range(len(ticks)), [epsilon_label(e) for e in ticks])
         axis.set_xlabel("epsilon (L-infinity)")
-        axis.set_title(_ATTACK_TITLES[attack])
+        axis.set_title(attack_table.title(attack))
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
     axes[0].set_ylim(bottom=0)
-    axes[1].legend(title="model", loc="upper right")
+    axes[-1].legend(title="model", loc="upper right")
     figure.suptitle(title)
     figure.tight_layout()
     return figure
@@ -61,8 +64,9 @@ def embedding_figure(embeddings, labels, class_names, title, seed=0):
         else:
             panels[model] = features
     count = len(panels)
-    figure, axes = plt.subplots(1, count, figsize=(4.6 * count, 4.8), squeeze=False)
-    palette = plt.cm.tab10 if len(class_names) <= 10 else plt.cm.tab20
+    figure = Figure(figsize=(4.6 * count, 4.8))
+    axes = figure.subplots(1, count, squeeze=False)
+    palette = matplotlib.colormaps["tab10" if len(class_names) <= 10 else "tab20"]
     for axis, (model, features) in zip(axes[0], panels.items()):
         perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
         points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)

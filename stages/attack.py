@@ -1,23 +1,37 @@
-"""Stage `attack`: every trained model under FGSM and PGD, the sanity checks, the report.
+"""Stage `attack`: every trained model under every configured attack, the checks, the report.
 
-Writes to WORKDIR/attack/: `results.json` ({"rows": [...], "checks": {...}, ...}; each
-row {"model", "attack", "epsilon", "accuracy", "n"} with epsilon in [0, 1] units),
+For each model and each attack of `config.attack.attacks` (names from `attacks.table`)
+the evaluation is recorded as soon as it finishes, in
+`WORKDIR/attack/records/<model>/<attack>-<key>.json`, where the key is a hash of the
+model file's sha256, the test images and the attack's settings. A kill loses at most the
+evaluation in progress; a rerun reuses every record whose key matches and computes only
+what is missing, with the same numbers (the attacks are seeded).
+
+Then it writes `results.json` ({"rows": [...], "checks": {...}, ...}; each row
+{"model", "attack", "epsilon", "accuracy", "n"} with epsilon in [0, 1] units, including
+a "worst" row per epsilon: an image counts as robust only if every attack failed on it),
 `results.md` (the table), `robustness.png` and `embeddings.png`.
 """
 
+import hashlib
+import json
 import os
 
 import keras
 import numpy as np
 
 from attacks import sanity_checks
+from attacks import table as attack_table
 from attacks.evaluate import AttackSettings
+from attacks.evaluate import Evaluation
 from attacks.evaluate import evaluate
+from attacks.evaluate import worst_case
 from pipeline.errors import UserError
 from report import plots
 from report import tables
 from stages import atomic_files
 from stages import data as data_stage
+from training.run_context import run_context
 
 
 def test_images(config):
@@ -40,14 +54,18 @@ def settings_from(config):
         batch_size=attack.batch_size, seed=config.seed, jit_compile=attack.jit_compile)
 
 
-def result_rows(model_name, evaluation, epsilons):
-    rows = [{"model": model_name, "attack": "clean", "epsilon": 0.0,
-             "accuracy": evaluation.accuracy("clean"), "n": evaluation.n}]
-    for attack in ("fgsm", "pgd"):
-        rows.extend({"model": model_name, "attack": attack, "epsilon": epsilon,
+def result_rows(model_name, evaluations):
+    """Rows of results.json for one model: clean, each attack at each epsilon, the worst case."""
+    first = next(iter(evaluations.values()))
+    rows = [{"model": model_name, "attack": "clean", "epsilon": 0.0, "accuracy": first.accuracy(),
+             "n": first.n}]
+    masks = {name: e.correct for name, e in evaluations.items()}
+    masks[attack_table.WORST] = worst_case(evaluations)
+    for name, by_epsilon in masks.items():
+        rows.extend({"model": model_name, "attack": name, "epsilon": float(epsilon),
                      "epsilon_255": tables.epsilon_label(epsilon),
-                     "accuracy": evaluation.accuracy(attack, epsilon), "n": evaluation.n}
-                    for epsilon in epsilons)
+                     "accuracy": float(np.mean(mask)), "n": int(len(mask))}
+                    for epsilon, mask in sorted(by_epsilon.items()))
     return rows
 
 
@@ -57,33 +75,84 @@ def encoder_features(encoder, images, batch_size):
                            for start in range(0, len(images), batch_size)])
 
 
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def record_path(out, model_name, attack_name, key):
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(out, "records", model_name, f"{attack_name}-{digest}.json")
+
+
+def _read_record(path, key):
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        return Evaluation.from_record(record["evaluation"]) if record.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # Missing, or cut short by a crash before the rename: computed again.
+
+
+def evaluate_model(name, path, images, labels, images_sha256, settings, attacks, out):
+    """{attack: Evaluation} for one model, each read from its record or computed and recorded."""
+    model_sha256 = _sha256(path)
+    model, evaluations = None, {}
+    for attack_name in attacks:
+        key = {"model_sha256": model_sha256, "images_sha256": images_sha256, "attack": attack_name,
+               "settings": settings.key(attack_name)}
+        path_of_record = record_path(out, name, attack_name, key)
+        evaluation = _read_record(path_of_record, key)
+        if evaluation is not None:
+            print(f"{name} / {attack_name}: reusing {path_of_record}", flush=True)
+        else:
+            if model is None:
+                model = keras.models.load_model(path)
+            print(f"attacking {name} ({path}) with {attack_name} on {len(labels)} test images",
+                  flush=True)
+            evaluation = evaluate(model, images, labels, attack_name, settings)
+            atomic_files.write_json(path_of_record, {"key": key, "evaluation": evaluation.to_record()})
+        evaluations[attack_name] = evaluation
+    return evaluations, model
+
+
 def run(config, workdir):
     out = os.path.join(workdir, "attack")
-    keras.config.set_dtype_policy("float32")  # Attacks need float32 gradients.
     settings = settings_from(config)
+    attacks = list(config.attack.attacks)
     paths = {name: os.path.join(workdir, name, "model.keras") for name in config.attack.models}
     missing = [path for path in paths.values() if not os.path.exists(path)]
     if missing:
         raise UserError(f"{missing[0]} does not exist: train it first (--stage all trains every "
                         "model), or list only trained ones in --config.attack.models.")
-    data, images, labels = test_images(config)
-    shown = slice(0, config.attack.embedding_examples)
-    rows, checks, embeddings = [], {}, {}
-    for name, path in paths.items():
-        print(f"attacking {name} ({path}) on {len(labels)} test images", flush=True)
-        model = keras.models.load_model(path)
-        evaluation = evaluate(model, images, labels, settings)
-        rows.extend(result_rows(name, evaluation, settings.epsilons))
-        checks[name] = sanity_checks.check(evaluation, settings.epsilons)
-        embeddings[name] = encoder_features(model.get_layer("encoder"), images[shown], settings.batch_size)
+    # Attacks need float32 gradients, whatever policy the training used.
+    with run_context(config.seed, "float32"):
+        data, images, labels = test_images(config)
+        images_sha256 = hashlib.sha256(images.tobytes() + np.asarray(labels).tobytes()).hexdigest()
+        shown = slice(0, config.attack.embedding_examples)
+        rows, checks, embeddings, seconds = [], {}, {}, {}
+        for name, path in paths.items():
+            evaluations, model = evaluate_model(name, path, images, labels, images_sha256, settings,
+                                                attacks, out)
+            rows.extend(result_rows(name, evaluations))
+            checks[name] = sanity_checks.check(evaluations)
+            seconds[name] = {attack: e.seconds for attack, e in evaluations.items()}
+            if config.attack.embedding_examples:
+                model = model or keras.models.load_model(path)
+                embeddings[name] = encoder_features(model.get_layer("encoder"), images[shown],
+                                                    settings.batch_size)
 
     targets = "model predictions" if settings.use_predictions else "true labels"
     results = {
         "rows": rows, "checks": checks, "dataset": data.source, "n": int(len(labels)),
+        "attacks": {name: {"title": attack_table.ATTACKS[name].title,
+                           "description": attack_table.ATTACKS[name].description,
+                           "settings": settings.key(name)} for name in attacks},
         "attack": {"targets": targets, "pgd_steps": settings.pgd_steps,
                    "pgd_step_size": settings.pgd_step_size or "2.5 * epsilon / steps",
                    "pgd_restarts": settings.pgd_restarts, "norm": "Linf",
                    "epsilon_units": "[0, 1] pixel scale"},
+        "seconds": seconds,
         "all_checks_passed": all(v["passed"] for model in checks.values() for v in model.values()),
     }
     atomic_files.write_json(os.path.join(out, "results.json"), results)
@@ -92,10 +161,11 @@ def run(config, workdir):
                             f"# Robustness on {data.source}\n\nAttacks use the {targets}.\n\n{table}")
     title = f"{data.name}: {len(labels)} test images, attacks on {targets}"
     atomic_files.save_figure(plots.robustness_figure(rows, title), os.path.join(out, "robustness.png"))
-    atomic_files.save_figure(
-        plots.embedding_figure(embeddings, labels[shown], data.class_names,
-                               f"Encoder features of {len(labels[shown])} test images (t-SNE)"),
-        os.path.join(out, "embeddings.png"))
+    if embeddings:
+        atomic_files.save_figure(
+            plots.embedding_figure(embeddings, labels[shown], data.class_names,
+                                   f"Encoder features of {len(labels[shown])} test images (t-SNE)"),
+            os.path.join(out, "embeddings.png"))
 
     print("\n" + table)
     for name, verdicts in checks.items():

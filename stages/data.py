@@ -1,7 +1,8 @@
 """Stage `data`: loads the chosen data set and prints what it holds, before any training.
 
-The other stages get their splits from `training_splits`, which loads each data set
-once per process (so `--stage all` decodes a folder of JPEGs only once).
+The other stages get their splits from `training_splits`. Nothing is kept between calls
+in the process: a folder or archive of JPEGs is decoded once and then read back from the
+on-disk cache of `pipeline.datasets`.
 """
 
 import os
@@ -11,16 +12,11 @@ import numpy as np
 from pipeline import datasets
 from stages import atomic_files
 
-_LOADED = {}
-
 
 def load(data_config):
-    """The `ImageData` described by config.data, loaded once per process."""
-    key = (data_config.name, data_config.data_dir, data_config.image_size, data_config.channels,
-           data_config.label_type, data_config.verify_checksums)
-    if key not in _LOADED:
-        _LOADED[key] = datasets.load(*key)
-    return _LOADED[key]
+    """The `ImageData` described by config.data."""
+    return datasets.load(data_config.name, data_config.data_dir, data_config.image_size,
+                         data_config.channels, data_config.label_type, data_config.verify_checksums)
 
 
 def training_splits(config):
@@ -33,13 +29,6 @@ def training_splits(config):
             len(train), config.data.max_train_examples, replace=False))
         train = datasets.Split(train.images[keep], train.labels[keep])
     return data, train, validation
-
-
-def channel_statistics(split):
-    """Per-channel mean and standard deviation of the images, in [0, 1] units."""
-    pixels = split.images.reshape(-1, split.images.shape[-1])
-    return (pixels.mean(axis=0, dtype=np.float64) / 255.0,
-            pixels.std(axis=0, dtype=np.float64) / 255.0)
 
 
 def run(config, workdir):

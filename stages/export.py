@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from pipeline.errors import UserError
 from stages import data as data_stage
+from training.run_context import run_context
 
 # Logits of the reloaded SavedModel must match Keras's to float32 rounding, relative to
 # the largest logit (an undertrained model can have logits in the thousands).
@@ -120,7 +121,7 @@ def run(config, workdir):
                 return latest
     except (OSError, ValueError, KeyError):
         pass  # No earlier version, or one without a record: export.
-    keras.config.set_dtype_policy("float32")
-    model = keras.models.load_model(path)
-    check_images = data_stage.load(config.data).test.images[:16]
-    return export(model, model_dir, check_images, source)
+    with run_context(config.seed, "float32"):
+        model = keras.models.load_model(path)
+        check_images = data_stage.load(config.data).test.images[:16]
+        return export(model, model_dir, check_images, source)

@@ -6,60 +6,30 @@
   mode, new linear classifier: SupContrast's protocol) or full fine-tuning, by
   config.finetune.mode, with cross-entropy.
 
-Each writes `config.json` (the resolved config), `history.csv`, TensorBoard logs under
-`logs/`, a `backup/` it resumes from after a crash (Keras's BackupAndRestore, once per
-epoch), `model.keras` (float32, images in [0, 1] -> logits; written atomically) and
-`summary.json` (final metrics, speed), the last two only when the stage completes. A
-stage whose summary.json records the same inputs (the config less its attack and export
-sections; for finetune also pretrain's model) is not run again.
+What each stage is lives in `training.specs`; how it is built in `training.builders`;
+the training itself in `training.fit`. Each writes `inputs.json` (the config fields that
+decide it, see `StageSpec.reads`), `config.json` (the whole resolved config),
+`history.csv`, TensorBoard logs under `logs/`, a `backup/` it resumes from after a crash,
+and, when it completes, `model.keras` (float32, images in [0, 1] -> logits; written
+atomically) and `summary.json`. A finished stage with the same inputs is skipped; one
+trained with other inputs is never silently mixed with this run (see `check_workdir`).
 """
 
 import hashlib
 import json
-import math
 import os
-import sys
-import time
 
 import keras
-import tensorflow as tf
 
-from models import heads
-from models import margin_loss
-from models import optimizer as optimizer_lib
-from models import precision
-from models import resnet
-from models.contrastive_model import ContrastiveModel
-from models.supcon_loss import SupConLoss
-from pipeline import input_pipeline
 from pipeline.errors import UserError
 from stages import atomic_files
 from stages import data as data_stage
+from training import builders
+from training import fit as fit_lib
+from training import specs
+from training.run_context import run_context
 
-
-class Throughput(keras.callbacks.Callback):
-    """Records images per second over the epochs after the first (which includes tracing)."""
-
-    def __init__(self, images_per_step):
-        super().__init__()
-        self.images_per_step = images_per_step
-        self.steps, self.seconds, self.epoch_start = 0, 0.0, 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-        self.epoch_steps = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.epoch_steps += 1
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch > self.params.get("initial_epoch", 0) or self.params.get("epochs", 1) == 1:
-            self.seconds += time.perf_counter() - self.epoch_start
-            self.steps += self.epoch_steps
-
-    @property
-    def images_per_second(self):
-        return self.steps * self.images_per_step / self.seconds if self.seconds else None
+INPUTS = "inputs.json"
 
 
 def float32_copy(model):
@@ -84,133 +54,107 @@ def float32_copy(model):
     return copy
 
 
-def _jit_compile(value):
-    """auto: XLA on a GPU only. (Keras's own "auto" turns XLA on for any device, and on
-    the 2-core build machine's CPU XLA made training slower.)"""
-    text = str(value).lower()
-    if text not in ("auto", "true", "false"):
-        raise UserError(f"config.train.jit_compile={value!r}: use auto, true or false.")
-    if text == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
-    return text == "true"
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
-def _schedule(config, stage):
-    """The training schedule of `stage`: config.train, with finetune's own changes."""
-    schedule = config.train.copy_and_resolve_references()
-    if stage == "finetune":
-        schedule.update(epochs=config.finetune.epochs, learning_rate=config.finetune.learning_rate,
-                        weight_decay=config.finetune.weight_decay,
-                        warmup_epochs=config.finetune.warmup_epochs)
-    return schedule
+def stage_inputs(config, workdir, spec):
+    """What decides the stage's model: the config fields it reads, and the model it starts from."""
+    inputs = specs.decisive_fields(json.loads(config.to_json_best_effort()), spec)
+    if spec.init_from:
+        parent = os.path.join(workdir, spec.init_from, "model.keras")
+        inputs[f"{spec.init_from}_sha256"] = _sha256(parent) if os.path.exists(parent) else None
+    return inputs
 
 
-def _pretrained_encoder(config, workdir, image_shape):
-    """pretrain's encoder, rebuilt under the current precision policy, with its weights."""
-    path = os.path.join(workdir, "pretrain", "model.keras")
-    if not os.path.exists(path):
-        raise UserError(f"{path} does not exist: run --stage pretrain with the same --workdir first.")
-    saved = keras.models.load_model(path).get_layer("encoder")
-    normalize = saved.get_layer("normalize").get_config()
-    encoder = resnet.resnet18(image_shape, normalize["mean"], [v ** 0.5 for v in normalize["variance"]],
-                              config.model.width)
-    encoder.set_weights(saved.get_weights())
-    return encoder
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
-def build_model(config, stage, image_shape, num_classes, mean, std, workdir):
-    """The ContrastiveModel that `stage` trains."""
-    if stage == "finetune":
-        encoder = _pretrained_encoder(config, workdir, image_shape)
-        if config.finetune.mode == "linear":
-            # A frozen BatchNorm layer in Keras 3 also runs in inference mode.
-            encoder.trainable = False
-        elif config.finetune.mode != "full":
-            raise UserError(f"config.finetune.mode={config.finetune.mode!r}: use linear or full.")
-    else:
-        encoder = resnet.resnet18(image_shape, mean, std, config.model.width)
-    classifier = heads.classifier(num_classes)
-    if stage != "pretrain":
-        return ContrastiveModel(encoder, classifier, name=stage)
-    loss = config.loss
-    return ContrastiveModel(
-        encoder, classifier,
-        projection_head=heads.projection_head(encoder.outputs[0].shape[-1], config.model.width),
-        supcon_loss=SupConLoss(loss.temperature),
-        margin_loss=margin_loss.make_margin_loss(loss.margin_form, loss.margin, loss.temperature),
-        ce_weight=loss.ce_weight, supcon_weight=loss.supcon_weight,
-        margin_weight=loss.margin_weight, name=stage)
+def _differences(old, new):
+    changed = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+    shown = "; ".join(f"{name}: {old.get(name)!r} -> {new.get(name)!r}" for name in changed[:3])
+    return changed, shown + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
 
 
-def _training_inputs(config, workdir, stage):
-    """What decides a stage's model: the config less the attack and export sections, and
-    for finetune the pretrained model it starts from (by content)."""
-    resolved = json.loads(config.to_json_best_effort())
-    inputs = {key: value for key, value in resolved.items() if key not in ("attack", "export")}
-    parent = os.path.join(workdir, "pretrain", "model.keras")
-    if stage == "finetune" and os.path.exists(parent):
-        with open(parent, "rb") as f:
-            inputs["pretrain_sha256"] = hashlib.sha256(f.read()).hexdigest()
-    return resolved, inputs
+def check_workdir(out, inputs, stage):
+    """The summary of a finished run with the same inputs (to skip), else None (to train).
 
-
-def train(config, workdir, stage):
-    """Trains `stage` (baseline, pretrain or finetune); returns its summary dict."""
-    out = os.path.join(workdir, stage)
-    summary_path = os.path.join(out, "summary.json")
-    resolved, inputs = _training_inputs(config, workdir, stage)
-    if os.path.exists(summary_path) and os.path.exists(os.path.join(out, "model.keras")):
-        with open(summary_path) as f:
-            summary = json.load(f)
+    Raises UserError when `out` holds a finished or unfinished run with other inputs:
+    resuming or keeping it would mix two experiments. One exception: after a divergence,
+    a rerun that changes only the optimiser's step sizes (`specs.RESUMABLE_AFTER_DIVERGENCE`)
+    resumes from the last good checkpoint.
+    """
+    summary = _read_json(os.path.join(out, "summary.json"))
+    if summary is not None and os.path.exists(os.path.join(out, "model.keras")):
         if summary.get("inputs") == inputs:
-            print(f"{stage}: already done with this config in {out}; delete it to train again.")
             return summary
-    os.makedirs(out, exist_ok=True)
-    atomic_files.write_json(os.path.join(out, "config.json"), resolved)
+        _, shown = _differences(summary.get("inputs") or {}, inputs)
+        raise UserError(f"{out} holds a {stage} model trained with another config ({shown}); use "
+                        f"another --workdir, or delete {out} to train it again.")
+    recorded = _read_json(os.path.join(out, INPUTS))
+    if recorded is None or recorded == inputs or not os.path.exists(os.path.join(out, fit_lib.BACKUP)):
+        return None
+    changed, shown = _differences(recorded, inputs)
+    if fit_lib.divergence_record(out) and all(name in specs.RESUMABLE_AFTER_DIVERGENCE
+                                              for name in changed):
+        print(f"{stage}: resuming after the divergence from the last good checkpoint with {shown}",
+              flush=True)
+        return None
+    raise UserError(f"{out} holds an unfinished {stage} run with another config ({shown}); rerun "
+                    f"with the same config to resume it, use another --workdir, or delete {out} "
+                    "to start afresh.")
 
-    policy = precision.set_policy(config.train.precision)
-    keras.utils.set_random_seed(config.seed)
-    data, train_split, validation_split = data_stage.training_splits(config)
-    mean, std = data_stage.channel_statistics(train_split)
-    schedule = _schedule(config, stage)
-    views = 2 if stage == "pretrain" else 1
-    augmentation = dict(padding=config.data.crop_padding, flip=config.data.flip,
-                        jitter_strength=config.data.jitter_strength,
-                        grayscale_probability=config.data.grayscale_probability)
-    batch_size = schedule.batch_size
-    train_data = input_pipeline.train_dataset(train_split, batch_size, config.seed, views,
-                                              augmentation, repeat=True)
-    validation_data = (input_pipeline.eval_dataset(validation_split, batch_size)
-                       if validation_split is not None else None)
-    steps_per_epoch = schedule.steps_per_epoch or len(train_split) // batch_size
 
-    model = build_model(config, stage, data.image_shape, data.num_classes, mean, std, workdir)
-    model.compile(optimizer=optimizer_lib.build_optimizer(schedule, schedule.epochs * steps_per_epoch),
-                  jit_compile=_jit_compile(schedule.jit_compile))
-    model(tf.zeros((1,) + data.image_shape), training=False)  # BackupAndRestore needs it built.
-    throughput = Throughput(batch_size * views)
-    print(f"{stage}: {len(train_split)} training images, {steps_per_epoch} steps per epoch, "
-          f"{schedule.epochs} epochs, precision policy {policy}", flush=True)
-    history = model.fit(
-        train_data, epochs=schedule.epochs, steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data, shuffle=False, verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=[keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), double_checkpoint=True),
-                   keras.callbacks.TerminateOnNaN(),
-                   keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
-                   keras.callbacks.TensorBoard(os.path.join(out, "logs")),
-                   throughput])
-    # Empty when a crash came after the last epoch's backup: fit then resumes past the end.
-    losses = history.history.get("loss", [])
-    if losses and not math.isfinite(losses[-1]):
-        raise RuntimeError(f"{stage}: the loss became NaN or infinite; lower the learning rate.")
+def train(config, workdir, stage, callbacks=(), verbose=None):
+    """Trains `stage` (baseline, pretrain or finetune); returns its summary dict.
 
-    atomic_files.save_model(float32_copy(model.classifier_model(name=stage)),
-                            os.path.join(out, "model.keras"))
-    final = {name: float(values[-1]) for name, values in history.history.items() if values}
+    `callbacks` are handed to the fit seam (the tuner passes its own).
+    """
+    spec = specs.SPECS[stage]
+    out = os.path.join(workdir, stage)
+    if spec.init_from and not os.path.exists(os.path.join(workdir, spec.init_from, "model.keras")):
+        raise UserError(f"{os.path.join(workdir, spec.init_from, 'model.keras')} does not exist: "
+                        f"run --stage {spec.init_from} with the same --workdir first.")
+    inputs = stage_inputs(config, workdir, spec)
+    finished = check_workdir(out, inputs, stage)
+    if finished is not None:
+        print(f"{stage}: already done with this config in {out}; delete it to train again.")
+        return finished
+    atomic_files.write_json(os.path.join(out, INPUTS), inputs)
+    atomic_files.write_json(os.path.join(out, "config.json"), json.loads(config.to_json_best_effort()))
+
+    with run_context(config.seed, config.train.precision) as policy:
+        data, train_split, validation_split = data_stage.training_splits(config)
+        info = builders.DataInfo.from_split(train_split, data.num_classes)
+        plan = builders.schedule(config, spec)
+        inputs_data = builders.build_inputs(config, spec, train_split, validation_split)
+        encoder = None
+        if spec.init_from:
+            encoder = builders.load_encoder(os.path.join(workdir, spec.init_from, "model.keras"),
+                                            config, info)
+        model = builders.compile_model(builders.build_model(config, spec, info, encoder),
+                                       config, spec, inputs_data.steps_per_epoch)
+        print(f"{stage}: {len(train_split)} training images, {inputs_data.steps_per_epoch} steps "
+              f"per epoch, {plan.epochs} epochs, precision policy {policy}", flush=True)
+        history, images_per_second = fit_lib.fit(
+            model, inputs_data, plan.epochs, out, stage,
+            learning_rate_flag=f"--config.{spec.schedule or 'train'}.learning_rate",
+            callbacks=callbacks, verbose=verbose)
+        atomic_files.save_model(float32_copy(model.classifier_model(name=stage)),
+                                os.path.join(out, "model.keras"))
+    final = {name: float(values[-1]) for name, values in history.items() if values}
     summary = {"stage": stage, "policy": policy, "train_images": len(train_split),
-               "images_per_second": throughput.images_per_second, "final": final,
-               "inputs": inputs}
-    atomic_files.write_json(summary_path, summary)
+               "images_per_second": images_per_second, "final": final, "inputs": inputs}
+    atomic_files.write_json(os.path.join(out, "summary.json"), summary)
+    if os.path.exists(os.path.join(out, fit_lib.DIVERGED_RECORD)):
+        os.replace(os.path.join(out, fit_lib.DIVERGED_RECORD),
+                   os.path.join(out, "diverged-before-resume.json"))
     return summary
 
 

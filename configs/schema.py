@@ -1,0 +1,240 @@
+"""What every config field may hold, checked once before any work starts.
+
+`validate(config)` walks the resolved config and raises `UserError` at the first field
+that is missing, unknown, of the wrong type, out of range or not one of its choices. The
+message names the field as the user types it (`--config.loss.margin=-1.0`) and what is
+allowed, so `run.py` can show it as one line. Nothing here imports TensorFlow: a mistake
+is reported instantly, before seconds of start-up.
+
+`check_argument(path, arg, allowed)` is for a config file's `get_config(arg)`: an unknown
+`:arg` (say `configs/demo.py:smok`) must fail, not silently run the full config.
+"""
+
+import dataclasses
+import numbers
+
+from pipeline.errors import UserError
+
+
+class UnknownArgument(Exception):
+    """An unknown `:arg` after a config file.
+
+    Deliberately not a ValueError: absl's flag parser turns a ValueError raised while it
+    loads the config file into a message holding a whole traceback.
+    """
+
+
+def check_argument(path, arg, allowed):
+    """Raises UnknownArgument unless `arg` (the text after ':') is None or in `allowed`."""
+    if arg is not None and arg not in allowed:
+        choices = " or ".join(f"{path}:{a}" for a in allowed)
+        raise UnknownArgument(f"--config={path}:{arg}: unknown argument {arg!r}; use {path} or {choices}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Number:
+    """An int (or float) in [low, high]; `open_low` excludes low itself."""
+
+    kind: type = float
+    low: float = None
+    high: float = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def problem(self, value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return f"must be a number ({self.kind.__name__})"
+        if self.kind is int and int(value) != value:
+            return "must be a whole number"
+        if value != value:  # NaN
+            return "must be a number, not NaN"
+        too_low = self.low is not None and (value < self.low or (self.open_low and value == self.low))
+        too_high = self.high is not None and (value > self.high or (self.open_high and value == self.high))
+        if too_low or too_high:
+            return f"must be in {self.describe()}"
+        return None
+
+    def describe(self):
+        left = "(" if self.open_low else "["
+        right = ")" if self.open_high else "]"
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"{left}{low}, {high}{right}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    values: tuple
+
+    def problem(self, value):
+        if value not in self.values:
+            return "must be one of " + ", ".join(str(v) for v in self.values)
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    def problem(self, value):
+        return None if isinstance(value, bool) else "must be True or False"
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    def problem(self, value):
+        return None if isinstance(value, str) else "must be text"
+
+
+@dataclasses.dataclass(frozen=True)
+class Items:
+    """A list or tuple whose items each satisfy `item`, with at least `min_length` of them."""
+
+    item: object
+    min_length: int = 0
+    unique: bool = False
+
+    def problem(self, value):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            return "must be a list, e.g. a,b,c"
+        if len(value) < self.min_length:
+            return f"must hold at least {self.min_length} item(s)"
+        if self.unique and len(set(value)) != len(value):
+            return "must not repeat an item"
+        for item in value:
+            problem = self.item.problem(item)
+            if problem:
+                return f"item {item!r} {problem}"
+        return None
+
+
+TRAINING_STAGES = ("baseline", "pretrain", "finetune")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+MARGIN_FORMS = ("pairwise", "additive")
+# The margin's meaning depends on its form: a Euclidean distance between unit vectors
+# (pairwise) or a cosine-similarity margin (additive).
+MARGIN_RANGES = {"pairwise": Number(float, 0.0, 2.0), "additive": Number(float, 0.0, 1.0)}
+
+_RATE = Number(float, 0.0, 10.0, open_low=True)
+_FRACTION = Number(float, 0.0, 1.0)
+_COUNT = Number(int, 0)
+_POSITIVE = Number(int, 1)
+
+FIELDS = {
+    "seed": Number(int, 0, 2 ** 31 - 1),
+
+    "data.name": Text(),
+    "data.data_dir": Text(),
+    "data.image_size": Number(int, 8, 1024),
+    "data.channels": Choice((1, 3)),
+    "data.label_type": Choice(("fine", "coarse")),
+    "data.verify_checksums": Flag(),
+    "data.validation_fraction": Number(float, 0.0, 1.0, open_high=True),
+    "data.max_train_examples": _COUNT,
+    "data.crop_padding": Number(int, 0, 64),
+    "data.flip": Flag(),
+    "data.jitter_strength": _FRACTION,
+    "data.grayscale_probability": _FRACTION,
+
+    "model.width": Number(float, 0.0, 4.0, open_low=True),
+
+    "loss.ce_weight": Number(float, 0.0, 100.0),
+    "loss.supcon_weight": Number(float, 0.0, 100.0),
+    "loss.margin_weight": Number(float, 0.0, 100.0),
+    "loss.temperature": Number(float, 0.0, 10.0, open_low=True),
+    "loss.margin_form": Choice(MARGIN_FORMS),
+    "loss.margin": Number(float, 0.0, 2.0),  # Narrowed by form in `_check_relations`.
+
+    "train.batch_size": Number(int, 2),
+    "train.epochs": _POSITIVE,
+    "train.steps_per_epoch": _COUNT,
+    "train.optimizer": Choice(("sgd", "adamw")),
+    "train.learning_rate": _RATE,
+    "train.momentum": Number(float, 0.0, 1.0, open_high=True),
+    "train.weight_decay": Number(float, 0.0, 1.0, open_high=True),
+    "train.schedule": Choice(("cosine", "constant")),
+    "train.warmup_epochs": _COUNT,
+    "train.precision": Choice(PRECISIONS),
+    "train.jit_compile": Choice(("auto", True, False)),
+
+    "finetune.mode": Choice(("linear", "full")),
+    "finetune.epochs": _POSITIVE,
+    "finetune.learning_rate": _RATE,
+    "finetune.weight_decay": Number(float, 0.0, 1.0, open_high=True),
+    "finetune.warmup_epochs": _COUNT,
+
+    "attack.models": Items(Choice(TRAINING_STAGES), min_length=1, unique=True),
+    "attack.attacks": Items(Text(), min_length=1, unique=True),  # Names checked against the table.
+    "attack.epsilons": Items(Number(float, 0.0, 255.0), min_length=1, unique=True),
+    "attack.pgd_steps": _POSITIVE,
+    "attack.pgd_step_size": Number(float, 0.0, 255.0),
+    "attack.pgd_restarts": _POSITIVE,
+    "attack.use_predictions": Flag(),
+    "attack.max_examples": _COUNT,
+    "attack.batch_size": _POSITIVE,
+    "attack.jit_compile": Flag(),
+    "attack.embedding_examples": _COUNT,
+
+    "export.model": Choice(TRAINING_STAGES),
+    "export.name": Text(),
+}
+
+
+def _leaves(config, prefix=""):
+    """(dotted name, value) of every field of a ConfigDict, nested sections flattened."""
+    for key, value in config.items():
+        name = prefix + key
+        if hasattr(value, "items") and not isinstance(value, (list, tuple)):
+            yield from _leaves(value, name + ".")
+        else:
+            yield name, value
+
+
+def _fail(name, value, problem):
+    raise UserError(f"--config.{name}={_show(value)}: {problem}.")
+
+
+def _show(value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def validate(config, fields=None):
+    """Raises UserError naming the first field of `config` that is not allowed.
+
+    `fields` extends or replaces entries of FIELDS (a later section, such as `tune`,
+    brings its own).
+    """
+    rules = dict(FIELDS, **(fields or {}))
+    leaves = dict(_leaves(config))
+    for name, value in leaves.items():
+        if name not in rules:
+            section = name.rsplit(".", 1)[0] if "." in name else ""
+            known = sorted(rule for rule in rules if rule.rsplit(".", 1)[0] == section)
+            _fail(name, value, "not a field of this config" + (
+                f"; {section} has {', '.join(k.rsplit('.', 1)[1] for k in known)}" if known else ""))
+        problem = rules[name].problem(value)
+        if problem:
+            _fail(name, value, problem)
+    missing = [name for name in rules if name not in leaves and "." in name
+               and name.split(".")[0] in {leaf.split(".")[0] for leaf in leaves}]
+    if missing:
+        raise UserError(f"--config.{missing[0]}: missing from the config file; configs/base.py "
+                        "holds every field with its default.")
+    _check_relations(config)
+    return config
+
+
+def _check_relations(config):
+    """The rules that tie one field to another."""
+    loss = config.loss
+    problem = MARGIN_RANGES[loss.margin_form].problem(loss.margin)
+    if problem:
+        _fail("loss.margin", loss.margin, f"{problem} for loss.margin_form={loss.margin_form}")
+    for section in ("train", "finetune"):
+        schedule = config[section]
+        if schedule.warmup_epochs > schedule.epochs:
+            _fail(f"{section}.warmup_epochs", schedule.warmup_epochs,
+                  f"must be at most {section}.epochs={schedule.epochs}")
+    if config.data.max_train_examples and config.data.max_train_examples < config.train.batch_size:
+        _fail("data.max_train_examples", config.data.max_train_examples,
+              f"must be 0 (all) or at least train.batch_size={config.train.batch_size}")

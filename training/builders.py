@@ -1,0 +1,151 @@
+"""Small builders from a config and a stage's spec to what training needs.
+
+In the spirit of Model Garden's task split (`build_inputs`, `build_model`, `build_losses`,
+`build_optimizer`), a few dozen lines each. The stages, the tuner's HyperModel, the bench
+and the tests all call these; none assembles a model by hand.
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models import heads
+from models import margin_loss
+from models import optimizer as optimizer_lib
+from models import resnet
+from models.contrastive_model import ContrastiveModel
+from models.supcon_loss import SupConLoss
+from pipeline import input_pipeline
+from pipeline.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What the model needs to know about the data: shape, classes, channel statistics."""
+
+    image_shape: tuple
+    num_classes: int
+    mean: tuple
+    std: tuple
+
+    @classmethod
+    def from_split(cls, split, num_classes):
+        """Per-channel mean and standard deviation of a split's images, in [0, 1] units."""
+        pixels = split.images.reshape(-1, split.images.shape[-1])
+        return cls(tuple(split.images.shape[1:]), int(num_classes),
+                   tuple(pixels.mean(axis=0, dtype=np.float64) / 255.0),
+                   tuple(pixels.std(axis=0, dtype=np.float64) / 255.0))
+
+
+@dataclasses.dataclass
+class Inputs:
+    """The training and validation data of one run, and how many steps make an epoch."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    steps_per_epoch: int
+    images_per_step: int
+
+
+def schedule(config, spec):
+    """config.train with the fields the stage's own section overrides (finetune's epochs, ...)."""
+    merged = config.train.copy_and_resolve_references()
+    if spec.schedule:
+        own = config[spec.schedule]
+        merged.update({key: own[key] for key in ("epochs", "learning_rate", "weight_decay",
+                                                 "warmup_epochs") if key in own})
+    return merged
+
+
+def augmentation(config):
+    data = config.data
+    return dict(padding=data.crop_padding, flip=data.flip, jitter_strength=data.jitter_strength,
+                grayscale_probability=data.grayscale_probability)
+
+
+def build_inputs(config, spec, train_split, validation_split=None, input_context=None):
+    """Endless augmented training batches of `spec.views` views, and validation batches.
+
+    The global batch is config.train.batch_size whatever the number of replicas; with an
+    `input_context` (tf.distribute) each input pipeline makes its replicas' share of it.
+    """
+    global_batch = schedule(config, spec).batch_size
+    batch = global_batch
+    if input_context is not None:
+        batch = input_context.get_per_replica_batch_size(global_batch)
+    train = input_pipeline.train_dataset(train_split, batch, config.seed, spec.views,
+                                         augmentation(config), repeat=True)
+    validation = (input_pipeline.eval_dataset(validation_split, batch)
+                  if validation_split is not None else None)
+    steps = schedule(config, spec).steps_per_epoch or len(train_split) // global_batch
+    return Inputs(train, validation, steps, global_batch * spec.views)
+
+
+def build_losses(config, spec):
+    """The keyword arguments of ContrastiveModel that set its loss terms and weights."""
+    if not spec.contrastive:
+        return dict(ce_weight=1.0)
+    loss = config.loss
+    return dict(supcon_loss=SupConLoss(loss.temperature),
+                margin_loss=margin_loss.make_margin_loss(loss.margin_form, loss.margin,
+                                                         loss.temperature),
+                ce_weight=loss.ce_weight, supcon_weight=loss.supcon_weight,
+                margin_weight=loss.margin_weight)
+
+
+def build_encoder(config, data_info):
+    return resnet.resnet18(data_info.image_shape, data_info.mean, data_info.std, config.model.width)
+
+
+def load_encoder(path, config, data_info):
+    """The encoder saved in a stage's model.keras, rebuilt under the current dtype policy."""
+    if not os.path.exists(path):
+        stage = os.path.basename(os.path.dirname(path))
+        raise UserError(f"{path} does not exist: run --stage {stage} with the same --workdir first.")
+    saved = keras.models.load_model(path).get_layer("encoder")
+    normalize = saved.get_layer("normalize").get_config()
+    encoder = resnet.resnet18(data_info.image_shape, normalize["mean"],
+                              [v ** 0.5 for v in normalize["variance"]], config.model.width)
+    encoder.set_weights(saved.get_weights())
+    return encoder
+
+
+def build_model(config, spec, data_info, encoder=None):
+    """The ContrastiveModel `spec` trains; `encoder` (for finetune: pretrain's) or a new one."""
+    if encoder is None:
+        encoder = build_encoder(config, data_info)
+    elif spec.schedule == "finetune" and config.finetune.mode == "linear":
+        # A frozen BatchNorm layer in Keras 3 also runs in inference mode.
+        encoder.trainable = False
+    projection = None
+    if spec.contrastive:
+        projection = heads.projection_head(encoder.outputs[0].shape[-1], config.model.width)
+    model = ContrastiveModel(encoder, heads.classifier(data_info.num_classes),
+                             projection_head=projection, name=spec.name,
+                             **build_losses(config, spec))
+    # Built now, so that a checkpoint (BackupAndRestore) can be restored into it.
+    model(tf.zeros((1,) + tuple(data_info.image_shape)), training=False)
+    return model
+
+
+def build_optimizer(config, spec, steps_per_epoch):
+    plan = schedule(config, spec)
+    return optimizer_lib.build_optimizer(plan, plan.epochs * steps_per_epoch)
+
+
+def jit_compile(value):
+    """auto: XLA on a GPU only. (Keras's own "auto" turns XLA on for any device, and on
+    the 2-core build machine's CPU XLA made training slower.)"""
+    if str(value).lower() == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return str(value).lower() == "true"
+
+
+def compile_model(model, config, spec, steps_per_epoch):
+    """Compiles `model` with its optimizer; returns it."""
+    model.compile(optimizer=build_optimizer(config, spec, steps_per_epoch),
+                  jit_compile=jit_compile(schedule(config, spec).jit_compile))
+    return model

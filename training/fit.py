@@ -1,0 +1,133 @@
+"""The fit seam: the one place a training run happens, with the callbacks every run needs.
+
+`fit` calls Keras `Model.fit` today; a custom loop under a distribution strategy plugs in
+here without the stages, the tuner or the bench noticing. Every run gets:
+
+- resume: `BackupAndRestore` keeps the model and optimiser of the last finished epoch in
+  OUT/backup (two copies); rerunning the same command continues from there;
+- the divergence stop: training ends at the first non-finite loss with `Diverged`, whose
+  message names the stage, epoch and step, and OUT/backup (the last good epoch) is kept;
+  the run writes OUT/diverged.json for the rerun to find;
+- CSV (OUT/history.csv) and TensorBoard (OUT/logs) logs, and the images per second.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+
+from pipeline.errors import Diverged
+from stages import atomic_files
+
+BACKUP = "backup"
+DIVERGED_RECORD = "diverged.json"
+
+
+class Throughput(keras.callbacks.Callback):
+    """Records images per second over the epochs after the first (which includes tracing)."""
+
+    def __init__(self, images_per_step):
+        super().__init__()
+        self.images_per_step = images_per_step
+        self.steps, self.seconds, self.epoch_start, self.epoch_steps = 0, 0.0, 0.0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+        self.epoch_steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.epoch_steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch > self.params.get("initial_epoch", 0) or self.params.get("epochs", 1) == 1:
+            self.seconds += time.perf_counter() - self.epoch_start
+            self.steps += self.epoch_steps
+
+    @property
+    def images_per_second(self):
+        return self.steps * self.images_per_step / self.seconds if self.seconds else None
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Raises `Diverged` at the first step whose logged losses are not finite.
+
+    Raising (rather than setting `stop_training`, as `TerminateOnNaN` does) skips
+    `on_train_end`, where `BackupAndRestore` would delete its backup: the last good epoch
+    survives. Placed after BackupAndRestore, it sees the epoch a resumed run starts at.
+    """
+
+    def __init__(self, stage, backup_dir, learning_rate_flag):
+        super().__init__()
+        self.stage = stage
+        self.backup_dir = backup_dir
+        self.learning_rate_flag = learning_rate_flag
+        self.epoch = 0
+        self.last_good_epoch = None
+
+    def on_train_begin(self, logs=None):
+        start = getattr(self.model, "_initial_epoch", None) or 0
+        self.last_good_epoch = start - 1 if start else None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_good_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for name, value in (logs or {}).items():
+            if name.endswith("loss") and not math.isfinite(float(value)):
+                self.raise_diverged(batch, name, float(value))
+
+    def raise_diverged(self, step, name, value):
+        where = f"{self.stage}: {name} became {value} at epoch {self.epoch + 1}, step {step + 1}"
+        if self.last_good_epoch is None:
+            kept = ("no epoch had finished, so there is no checkpoint; rerun with a lower "
+                    f"{self.learning_rate_flag} to start afresh")
+        else:
+            kept = (f"the last good checkpoint (end of epoch {self.last_good_epoch + 1}) is kept in "
+                    f"{self.backup_dir}; rerun with a lower {self.learning_rate_flag} to resume from it")
+        error = Diverged(f"{where}; {kept}.")
+        error.record = {"stage": self.stage, "epoch": self.epoch + 1, "step": step + 1,
+                        "term": name, "value": str(value),
+                        "last_good_epoch": None if self.last_good_epoch is None else self.last_good_epoch + 1}
+        raise error
+
+
+def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.learning_rate",
+        callbacks=(), verbose=None):
+    """Trains `model` (compiled) on `inputs` (`builders.Inputs`) for `epochs`, logging into `out`.
+
+    `callbacks` are added after the standard ones (the tuner passes its own). Returns
+    (history dict {metric: [value per epoch]}, images per second or None).
+    """
+    os.makedirs(out, exist_ok=True)
+    backup = os.path.join(out, BACKUP)
+    throughput = Throughput(inputs.images_per_step)
+    standard = [keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
+                StopOnDivergence(stage, backup, learning_rate_flag),
+                keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
+                keras.callbacks.TensorBoard(os.path.join(out, "logs")),
+                throughput]
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    try:
+        history = model.fit(inputs.train, epochs=epochs, steps_per_epoch=inputs.steps_per_epoch,
+                            validation_data=inputs.validation, shuffle=False, verbose=verbose,
+                            callbacks=standard + list(callbacks))
+    except Diverged as error:
+        atomic_files.write_json(os.path.join(out, DIVERGED_RECORD), error.record)
+        raise
+    return history.history, throughput.images_per_second
+
+
+def divergence_record(out):
+    """The record a diverged run left in `out`, or None."""
+    try:
+        with open(os.path.join(out, DIVERGED_RECORD)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

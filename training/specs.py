@@ -1,0 +1,69 @@
+"""The training stages as data: what each one trains, from what, on which config fields.
+
+A stage's `reads` are the config fields that decide its model. They form the key under
+which a finished stage is recognised (and skipped) on a rerun: changing `loss.margin`
+retrains pretrain and finetune, never the cross-entropy baseline.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """One training stage.
+
+    Attributes:
+        name: the stage, and the folder it writes under the workdir.
+        views: augmented views of each image in a batch (2 for the contrastive terms).
+        contrastive: trains the projection head with the SupCon and margin terms.
+        schedule: the config section whose fields override config.train's schedule
+            (epochs, learning rate, ...), or None to use config.train as it is.
+        init_from: the stage whose trained encoder this one starts from, or None.
+        reads: the config fields (sections or dotted fields) that decide the model.
+    """
+
+    name: str
+    views: int = 1
+    contrastive: bool = False
+    schedule: str = None
+    init_from: str = None
+    reads: tuple = ()
+
+
+# Fields of config.train that a run may change without changing what is learnt: how it
+# is spread over devices. Kept out of every key so that a run resumes under another
+# replica count.
+NOT_DECIDING = ("train.strategy",)
+
+BASELINE = StageSpec("baseline", views=1, reads=("seed", "data", "model", "train"))
+PRETRAIN = StageSpec("pretrain", views=2, contrastive=True,
+                     reads=("seed", "data", "model", "train", "loss"))
+FINETUNE = StageSpec("finetune", views=1, schedule="finetune", init_from="pretrain",
+                     reads=("seed", "data", "model", "train", "finetune"))
+
+SPECS = {spec.name: spec for spec in (BASELINE, PRETRAIN, FINETUNE)}
+
+# Fields a rerun may change after a divergence and still resume from the last good
+# checkpoint: the optimiser's step sizes, nothing that changes the model's shape.
+RESUMABLE_AFTER_DIVERGENCE = ("train.learning_rate", "train.warmup_epochs", "train.schedule",
+                              "train.momentum", "train.weight_decay", "train.optimizer",
+                              "finetune.learning_rate", "finetune.warmup_epochs",
+                              "finetune.weight_decay")
+
+
+def decisive_fields(resolved, spec):
+    """The part of a resolved config (a plain dict) that `spec` reads, as a flat dict."""
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            name = prefix + key
+            if isinstance(value, dict):
+                walk(value, name + ".")
+            else:
+                flat[name] = value
+
+    walk(resolved, "")
+    return {name: value for name, value in flat.items()
+            if any(name == read or name.startswith(read + ".") for read in spec.reads)
+            and name not in NOT_DECIDING}
