@@ -24,29 +24,13 @@ import tensorflow as tf
 
 from bench import timing
 from bench import training_bench
-from configs.base import base_config
-from models import heads
-from models import margin_loss
-from models import resnet
-from models.contrastive_model import ContrastiveModel
-from models.supcon_loss import SupConLoss
 
 GOAL_RATIO = 1.05
 
 
 def custom_model(width):
-    """The pretrain stage's model as `stages.train.build_model` makes it from the base config."""
-    loss = base_config().loss
-    encoder = resnet.resnet18(training_bench.IMAGE_SHAPE, training_bench.MEAN, training_bench.STD, width)
-    model = ContrastiveModel(
-        encoder, heads.classifier(training_bench.NUM_CLASSES),
-        projection_head=heads.projection_head(encoder.outputs[0].shape[-1], width),
-        supcon_loss=SupConLoss(loss.temperature),
-        margin_loss=margin_loss.make_margin_loss(loss.margin_form, loss.margin, loss.temperature),
-        ce_weight=loss.ce_weight, supcon_weight=loss.supcon_weight,
-        margin_weight=loss.margin_weight, name="pretrain")
-    model.compile(optimizer=training_bench.project_optimizer())
-    return model
+    """The pretrain stage's model as the training core builds it from the base config."""
+    return training_bench.project_model("pretrain", width)
 
 
 def plain_model(width):

@@ -26,16 +26,16 @@ import tensorflow as tf
 from bench import machine
 from bench import timing
 from configs.base import base_config
-from models import heads
 from models import optimizer as optimizer_lib
-from models import resnet
-from models.contrastive_model import ContrastiveModel
+from training import builders
+from training import specs
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
 # CIFAR-10's per-channel statistics; the speed does not depend on them.
 MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
 GOAL_UTILISATION = 0.75
+DATA_INFO = builders.DataInfo(IMAGE_SHAPE, NUM_CLASSES, MEAN, STD)
 
 
 def forward_flops(model):
@@ -60,11 +60,25 @@ def project_optimizer():
     return optimizer_lib.build_optimizer(train, total_steps=1)
 
 
+def bench_config(width):
+    """The base config at `width`, with a constant learning rate (no schedule to warm up)."""
+    config = base_config()
+    config.model.width = width
+    config.train.schedule = "constant"
+    return config
+
+
+def project_model(stage, width):
+    """The stage's training model as the training core builds it, compiled with its optimizer."""
+    config, spec = bench_config(width), specs.SPECS[stage]
+    return builders.compile_model(builders.build_model(config, spec, DATA_INFO), config, spec,
+                                  steps_per_epoch=1)
+
+
 def classifier_network(width):
-    """encoder + classifier as one functional model: images in [0, 1] -> logits."""
-    encoder = resnet.resnet18(IMAGE_SHAPE, MEAN, STD, width)
-    images = keras.Input(IMAGE_SHAPE, name="images")
-    return keras.Model(images, heads.classifier(NUM_CLASSES)(encoder(images)), name="network")
+    """encoder + classifier of the baseline, as one functional model: images in [0, 1] -> logits."""
+    config = bench_config(width)
+    return builders.build_model(config, specs.BASELINE, DATA_INFO).classifier_model(name="network")
 
 
 def synthetic_batch(batch_size, views=1, seed=0):
@@ -79,9 +93,7 @@ def training_speed(width, batch_size, max_steps, max_seconds):
     """Baseline-style training at `width`: images/s and the CPU share, over up to `max_steps`
     steps or `max_seconds`, after one traced and one untimed step."""
     keras.utils.set_random_seed(0)
-    encoder = resnet.resnet18(IMAGE_SHAPE, MEAN, STD, width)
-    model = ContrastiveModel(encoder, heads.classifier(NUM_CLASSES), name="baseline")
-    model.compile(optimizer=project_optimizer())
+    model = project_model("baseline", width)
     dataset = tf.data.Dataset.from_tensors(synthetic_batch(batch_size)).repeat()
     model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)  # Tracing: not timed.
     seconds, share = timing.fit_seconds_per_step(model, dataset, max_steps, max_seconds)

@@ -11,6 +11,7 @@ from attacks import sanity_checks
 from attacks.evaluate import AttackSettings
 from attacks.evaluate import Evaluation
 from attacks.evaluate import evaluate
+from attacks.evaluate import worst_case
 from attacks.fgsm import fgsm
 from attacks.pgd import pgd
 from models import heads
@@ -125,58 +126,102 @@ def test_pgd_is_at_least_as_strong_as_fgsm_on_a_linear_model():
 def test_evaluation_end_to_end_passes_its_sanity_checks(model):
     x, y = batch(40, seed=3)
     settings = AttackSettings(epsilons=(0.0, 2 / 255, 8 / 255), pgd_steps=3, batch_size=20)
-    result = evaluate(model, x, y, settings, progress=False)
-    assert result.n == 40
+    evaluations = {name: evaluate(model, x, y, name, settings, progress=False) for name in ("fgsm", "pgd")}
+    assert evaluations["pgd"].n == 40
     clean = float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
-    assert result.accuracy("clean") == pytest.approx(clean)
-    checks = sanity_checks.check(result, settings.epsilons)
+    assert evaluations["pgd"].accuracy() == pytest.approx(clean)
+    checks = sanity_checks.check(evaluations)
     assert checks["eps_zero_is_clean"]["passed"], checks
     assert checks["inside_epsilon_ball"]["passed"], checks
     assert checks["deterministic_inference"]["passed"], checks
 
 
+def correct_after(model, adversarial, y):
+    return np.argmax(model(adversarial, training=False).numpy(), -1) == y
+
+
+def test_evaluator_counts_equal_those_of_fgsm_pgd_and_cleverhans_images(model):
+    # The evaluator shares one gradient among epsilons and compiles its steps with XLA;
+    # its per-image verdicts must still be those of the plain attack functions.
+    cleverhans_fgm = pytest.importorskip("cleverhans.tf2.attacks.fast_gradient_method")
+    x, y = batch(48, seed=4)
+    epsilons = (0.0, 2 / 255, 8 / 255)
+    settings = AttackSettings(epsilons=epsilons, pgd_steps=3, batch_size=48, seed=9)
+    fgsm_result = evaluate(model, x, y, "fgsm", settings, progress=False)
+    pgd_result = evaluate(model, x, y, "pgd", settings, progress=False)
+    for epsilon in epsilons:
+        direct = correct_after(model, fgsm(model, tf.constant(x), y, epsilon), y)
+        theirs = correct_after(model, cleverhans_fgm.fast_gradient_method(
+            lambda images: model(images, training=False), tf.constant(x), epsilon, np.inf,
+            clip_min=0.0, clip_max=1.0, y=tf.constant(y)), y)
+        np.testing.assert_array_equal(fgsm_result.correct[epsilon], direct)
+        np.testing.assert_array_equal(fgsm_result.correct[epsilon], theirs)
+        # The evaluator seeds each batch's random start with (seed, first image's index).
+        adversarial = pgd(model, tf.constant(x), y, epsilon, steps=3, seed=(9, 0))
+        np.testing.assert_array_equal(pgd_result.correct[epsilon], correct_after(model, adversarial, y))
+
+
+def test_evaluation_record_round_trips():
+    evaluation = crafted((0.5, 0.3, 0.2), (0.5, 0.2, 0.1), zero_gradient_images=3)["pgd"]
+    again = Evaluation.from_record(evaluation.to_record())
+    assert again.to_record() == evaluation.to_record()
+    for epsilon, mask in evaluation.correct.items():
+        np.testing.assert_array_equal(again.correct[epsilon], mask)
+
+
+def test_worst_case_is_at_or_below_every_attack_image_by_image():
+    rng = np.random.default_rng(0)
+    clean = rng.random(50) < 0.8
+    evaluations = {name: Evaluation(name, clean, {e: clean & (rng.random(50) < 0.6) for e in (0.0, 0.1)})
+                   for name in ("fgsm", "pgd")}
+    worst = worst_case(evaluations)
+    for epsilon, mask in worst.items():
+        for evaluation in evaluations.values():
+            assert not np.any(mask & ~evaluation.correct[epsilon])
+        np.testing.assert_array_equal(mask, evaluations["fgsm"].correct[epsilon]
+                                      & evaluations["pgd"].correct[epsilon])
+
+
 def crafted(fgsm_accuracy, pgd_accuracy, clean=0.5, **diagnostics):
-    """An Evaluation of 100 images with the given accuracies per epsilon (0, 4/255, 8/255)."""
+    """{attack: Evaluation} of 100 images with the given accuracies per epsilon (0, 4/255, 8/255)."""
     epsilons = (0.0, 4 / 255, 8 / 255)
-    correct = {}
-    for attack, accuracies in (("fgsm", fgsm_accuracy), ("pgd", pgd_accuracy)):
-        correct.update({(attack, e): round(100 * a) for e, a in zip(epsilons, accuracies)})
-    return Evaluation(n=100, clean_correct=round(100 * clean), correct=correct, **diagnostics), epsilons
+
+    def mask(accuracy):
+        return np.arange(100) < round(100 * accuracy)
+
+    return {attack: Evaluation(attack, mask(clean), {e: mask(a) for e, a in zip(epsilons, accuracies)},
+                               **diagnostics)
+            for attack, accuracies in (("fgsm", fgsm_accuracy), ("pgd", pgd_accuracy))}
 
 
 def test_sanity_checks_pass_a_sound_evaluation():
-    evaluation, epsilons = crafted((0.5, 0.3, 0.2), (0.5, 0.2, 0.1))
-    assert all(v["passed"] for v in sanity_checks.check(evaluation, epsilons).values())
+    assert all(v["passed"] for v in sanity_checks.check(crafted((0.5, 0.3, 0.2), (0.5, 0.2, 0.1))).values())
 
 
 def test_sanity_checks_flag_pgd_weaker_than_fgsm_as_possible_masking():
-    evaluation, epsilons = crafted((0.5, 0.3, 0.2), (0.5, 0.35, 0.1))
-    verdict = sanity_checks.check(evaluation, epsilons)["pgd_not_weaker_than_fgsm"]
+    verdict = sanity_checks.check(crafted((0.5, 0.3, 0.2), (0.5, 0.35, 0.1)))["stronger_not_weaker"]
     assert not verdict["passed"] and "gradient masking" in verdict["detail"] and "4/255" in verdict["detail"]
 
 
 def test_one_image_of_pgd_above_fgsm_is_reported_but_not_flagged():
-    evaluation, epsilons = crafted((0.5, 0.30, 0.2), (0.5, 0.31, 0.1))
-    verdict = sanity_checks.check(evaluation, epsilons)["pgd_not_weaker_than_fgsm"]
+    verdict = sanity_checks.check(crafted((0.5, 0.30, 0.2), (0.5, 0.31, 0.1)))["stronger_not_weaker"]
     assert verdict["passed"] and "allowance" in verdict["detail"]
 
 
 def test_sanity_checks_flag_accuracy_rising_with_epsilon_and_eps_zero_mismatch():
-    evaluation, epsilons = crafted((0.45, 0.3, 0.35), (0.5, 0.2, 0.1))
-    checks = sanity_checks.check(evaluation, epsilons)
+    checks = sanity_checks.check(crafted((0.45, 0.3, 0.35), (0.5, 0.2, 0.1)))
     assert not checks["monotone_in_epsilon"]["passed"]
     assert not checks["eps_zero_is_clean"]["passed"]
 
 
 def test_sanity_checks_flag_images_outside_the_ball_or_box_and_random_models():
-    evaluation, epsilons = crafted((0.5, 0.3, 0.2), (0.5, 0.2, 0.1), max_ball_excess=1e-3,
-                                   deterministic=False, zero_gradient_images=20)
-    checks = sanity_checks.check(evaluation, epsilons)
+    checks = sanity_checks.check(crafted((0.5, 0.3, 0.2), (0.5, 0.2, 0.1), max_ball_excess=1e-3,
+                                         deterministic=False, zero_gradient_images=20))
     assert not checks["inside_epsilon_ball"]["passed"]
     assert not checks["deterministic_inference"]["passed"]
     assert not checks["nonzero_gradients"]["passed"]
-    evaluation, _ = crafted((0.5, 0.3, 0.2), (0.5, 0.2, 0.1), min_pixel=-0.01)
-    assert not sanity_checks.check(evaluation, epsilons)["inside_epsilon_ball"]["passed"]
+    checks = sanity_checks.check(crafted((0.5, 0.3, 0.2), (0.5, 0.2, 0.1), min_pixel=-0.01))
+    assert not checks["inside_epsilon_ball"]["passed"]
 
 
 if __name__ == "__main__":

@@ -28,12 +28,12 @@ def test_results_json_has_rows_and_sanity_verdicts(workdir):
     assert {row["model"] for row in results["rows"]} == models
     for row in results["rows"]:
         assert set(row) >= {"model", "attack", "epsilon", "accuracy", "n"}
-        assert row["attack"] in ("clean", "fgsm", "pgd")
+        assert row["attack"] in ("clean", "fgsm", "pgd", "worst")
         assert 0.0 <= row["epsilon"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0
     assert {row["epsilon"] for row in results["rows"] if row["attack"] == "fgsm"} == {0.0, 8 / 255}
     assert set(results["checks"]) == models
     for verdicts in results["checks"].values():
-        assert {"eps_zero_is_clean", "monotone_in_epsilon", "pgd_not_weaker_than_fgsm",
+        assert {"eps_zero_is_clean", "monotone_in_epsilon", "stronger_not_weaker",
                 "inside_epsilon_ball"} <= set(verdicts)
         # The checks that hold by construction must pass on any model.
         assert verdicts["eps_zero_is_clean"]["passed"] and verdicts["inside_epsilon_ball"]["passed"]
@@ -55,14 +55,28 @@ def test_table_pictures_and_export_exist(workdir):
     assert "robustness.png" in stdout and "| pretrain | pgd |" in stdout
 
 
-def test_running_all_again_retrains_and_exports_nothing(workdir):
+def test_running_all_again_retrains_attacks_and_exports_nothing(workdir):
     path, _ = workdir
+    with open(os.path.join(path, "attack", "results.json")) as f:
+        first = json.load(f)
+    # A kill during the attack stage loses at most the evaluation in progress: remove one
+    # record, as if the stage had been killed while computing it.
+    records = os.path.join(path, "attack", "records")
+    lost = os.path.join(records, "pretrain", next(name for name in os.listdir(os.path.join(records, "pretrain"))
+                                                  if name.startswith("pgd-")))
+    os.remove(lost)
     result = subprocess.run(
         [sys.executable, "run.py", "--stage", "all", "--config", "configs/demo.py:smoke",
          "--workdir", path], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     for stage in ("baseline", "pretrain", "finetune"):
         assert f"{stage}: already done" in result.stdout
+    assert result.stdout.count(": reusing ") == 5  # 3 models x 2 attacks, less the lost one.
+    assert "attacking pretrain" in result.stdout and "with pgd" in result.stdout
+    assert os.path.exists(lost)
+    with open(os.path.join(path, "attack", "results.json")) as f:
+        again = json.load(f)
+    assert again["rows"] == first["rows"]  # The recomputed evaluation gives the same numbers.
     assert "nothing to do" in result.stdout
     assert sorted(os.listdir(os.path.join(path, "export", "supcon_resnet18"))) == ["1"]
 

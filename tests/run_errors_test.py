@@ -1,7 +1,10 @@
-"""Every bad input a user can give `run.py --stage data`, through the real command line.
+"""Every bad input a user can give `run.py`, through the real command line.
 
 Each must end with exit status 2 and exactly one line on stderr, `error: ...`, naming the
-file or flag and the fix, with no traceback, and must leave the input exactly as it was.
+file, flag or config field and the fix, with no traceback, and must leave the input
+exactly as it was. This must hold on every CPU: on AVX-512 machines TensorFlow turns
+oneDNN on and prints start-up lines to stderr at import, so part of the commands run with
+TF_ENABLE_ONEDNN_OPTS=1, which does the same on any x86 CPU.
 
 Each command imports TensorFlow (seconds), so the commands are started together, once per
 module, two at a time (`cli_runs`); each test then checks one of them.
@@ -120,11 +123,48 @@ def folder_without_data_dir(tmp):
     return BadInput(["--dataset=folder"], None, ["--dataset=folder needs --data_dir="])
 
 
+def flag_mistake(flags, *fragments):
+    """A mistake in the flags or config alone: no file to leave unchanged."""
+    def make(tmp):
+        return BadInput(list(flags), None, list(fragments))
+    return make
+
+
+# Config and flag mistakes are checked before TensorFlow is imported.
+CONFIG_MISTAKES = {
+    "unknown_stage": flag_mistake(["--stage=nosuchstage"], "--stage=nosuchstage",
+                                  "data|baseline|pretrain"),
+    "negative_margin": flag_mistake(["--config.loss.margin=-0.5"], "--config.loss.margin=-0.5",
+                                    "must be in [0, 2]"),
+    "additive_margin_too_large": flag_mistake(
+        ["--config.loss.margin_form=additive", "--config.loss.margin=1.5"],
+        "--config.loss.margin=1.5", "must be in [0, 1] for loss.margin_form=additive"),
+    "zero_temperature": flag_mistake(["--config.loss.temperature=0"], "--config.loss.temperature=0.0",
+                                     "must be in (0, 10]"),
+    "epsilon_above_255": flag_mistake(["--config.attack.epsilons=0,300"], "--config.attack.epsilons",
+                                      "item 300", "[0, 255]"),
+    "bogus_finetune_mode": flag_mistake(["--config.finetune.mode=bogus"], "--config.finetune.mode=bogus",
+                                        "one of linear, full"),
+    "unknown_config_argument": flag_mistake(["--config=configs/demo.py:smok"], "configs/demo.py:smok",
+                                            "use configs/demo.py or configs/demo.py:smoke"),
+    "unknown_config_field": flag_mistake(["--config.loss.marginn=0.5"], "--config.loss.marginn",
+                                         "no such field"),
+    "missing_config_file": flag_mistake(["--config=configs/nosuch.py"], "--config=configs/nosuch.py",
+                                        "no such config file"),
+    "unknown_attack": flag_mistake(["--config.attack.attacks=fgsm,cw"], "--config.attack.attacks",
+                                   "item 'cw'"),
+}
+
 BAD_INPUTS = {function.__name__: function for function in (
     unknown_dataset, missing_directory, empty_directory, truncated_archive, checksum_mismatch,
     unreadable_image, empty_class_folder, label_out_of_range, folder_without_data_dir)}
+BAD_INPUTS.update(CONFIG_MISTAKES)
 # The mistakes in a flag alone, with no file to leave unchanged.
-FLAG_MISTAKES = ("unknown_dataset", "folder_without_data_dir")
+FLAG_MISTAKES = ("unknown_dataset", "folder_without_data_dir", *CONFIG_MISTAKES)
+# Run with TF_ENABLE_ONEDNN_OPTS=1: what an AVX-512 machine does by default.
+ONEDNN = ("empty_directory", "unreadable_image", "unknown_dataset", "negative_margin")
+# Seconds within which a config mistake is reported: no TensorFlow import.
+CONFIG_SECONDS = 10
 
 
 @dataclasses.dataclass
@@ -135,11 +175,14 @@ class Run:
     seconds: float
 
 
-def run_cli(flags, workdir):
+def run_cli(flags, workdir, onednn=False):
     """Runs `python run.py --stage data FLAGS` as a user would; returns (result, seconds)."""
     environment = dict(os.environ)
     # The test checks what a user sees by default, whatever the caller's shell sets.
     environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    environment.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    if onednn:
+        environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
     start = time.monotonic()
     result = subprocess.run([sys.executable, "run.py", "--stage", "data", f"--workdir={workdir}",
                              *flags], cwd=REPO_ROOT, env=environment, capture_output=True,
@@ -162,7 +205,7 @@ def cli_runs(tmp_path_factory):
     befores = {name: fingerprint(bad_input and bad_input.input_path)
                for name, (bad_input, _) in commands.items()}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(run_cli, flags, str(workdirs / name))
+        futures = {name: pool.submit(run_cli, flags, str(workdirs / name), name in ONEDNN)
                    for name, (_, flags) in commands.items()}
         return {name: Run(commands[name][0], befores[name], *future.result())
                 for name, future in futures.items()}
@@ -180,6 +223,11 @@ def test_bad_input_is_one_line_naming_the_input_and_the_fix(cli_runs, name):
     assert lines[0].startswith("error: ")
     for fragment in run.bad_input.fragments:
         assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("name", list(CONFIG_MISTAKES))
+def test_config_mistakes_are_reported_before_tensorflow_loads(cli_runs, name):
+    assert cli_runs[name].seconds < CONFIG_SECONDS, cli_runs[name].seconds
 
 
 def test_unknown_dataset_fails_fast_offline(cli_runs):

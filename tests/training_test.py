@@ -15,22 +15,20 @@ from models import precision
 from models import resnet
 from models.contrastive_model import ContrastiveModel
 from models.contrastive_model import flatten_views
-from models.margin_loss import MarginContrastiveLoss
 from models.supcon_loss import SupConLoss
 from pipeline.errors import UserError
 from stages import train
+from training import builders
+from training import specs
+
+TINY_DATA = builders.DataInfo((8, 8, 3), 4, (0.5,) * 3, (0.25,) * 3)
 
 
-def tiny_model(num_classes=4, seed=0, contrastive=True, image_shape=(8, 8, 3)):
+def tiny_model(seed=0, spec=specs.PRETRAIN, data_info=TINY_DATA):
+    """The stage's model as the training core builds it, at 1/16 width on 8x8 images."""
+    config = demo.get_config("smoke")  # Width 1/16; pairwise margin 1.0, temperature 0.1.
     keras.utils.set_random_seed(seed)
-    encoder = resnet.resnet18(image_shape, [0.5] * 3, [0.25] * 3, width=1 / 16)
-    if not contrastive:
-        return ContrastiveModel(encoder, heads.classifier(num_classes))
-    return ContrastiveModel(
-        encoder, heads.classifier(num_classes),
-        projection_head=heads.projection_head(encoder.outputs[0].shape[-1], 1 / 16),
-        supcon_loss=SupConLoss(0.1), margin_loss=MarginContrastiveLoss(1.0),
-        ce_weight=1.0, supcon_weight=1.0, margin_weight=1.0)
+    return builders.build_model(config, spec, data_info)
 
 
 def separable_batches(num_classes=4, per_class=16, seed=0):
@@ -147,6 +145,14 @@ def test_stage_writes_a_loadable_float32_model_and_its_records(trained_workdir, 
         assert json.load(f)["model"]["width"] == config.model.width
     expected_terms = {"pretrain": {"ce_loss", "supcon_loss", "margin_loss"}}.get(stage, {"ce_loss"})
     assert expected_terms <= set(summaries[stage]["final"])
+
+
+def test_pretrain_model_has_the_configured_loss_terms():
+    model = tiny_model()
+    assert model.weights_by_term == {"ce_loss": 1.0, "supcon_loss": 1.0, "margin_loss": 1.0}
+    assert model.margin_loss.margin == 1.0 and model.supcon_loss.temperature == 0.1
+    baseline = tiny_model(spec=specs.BASELINE)
+    assert baseline.projection_head is None and not baseline.uses_embedding
 
 
 def test_linear_probe_keeps_the_pretrained_encoder(trained_workdir):

@@ -1,0 +1,152 @@
+"""The training core's promises: state restored after a stage, divergence keeps the last
+good checkpoint and resumes, each stage's skip key covers only what it reads."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import matplotlib
+import numpy as np
+import pytest
+
+from configs import demo
+from pipeline.errors import Diverged
+from pipeline.errors import UserError
+from stages import train
+from training import fit as fit_lib
+from training import specs
+from training.run_context import global_state_snapshot
+from training.run_context import run_context
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(**train):
+    config = demo.get_config("smoke")
+    config.train.update(train)
+    return config
+
+
+def test_a_stage_leaves_policy_seeds_and_matplotlib_as_it_found_them(tmp_path):
+    backend = matplotlib.get_backend()
+    keras.config.set_dtype_policy("float32")
+    before = global_state_snapshot()
+    config = smoke_config(precision="mixed_bfloat16")  # A policy the stage must not leave behind.
+    train.train(config, str(tmp_path), "baseline", verbose=0)
+    from stages import attack  # noqa: F401  (imports report.plots, which used to switch the backend)
+
+    assert global_state_snapshot() == before
+    assert keras.config.dtype_policy().name == "float32"
+    assert matplotlib.get_backend() == backend
+
+
+def test_run_context_restores_state_even_when_the_body_fails():
+    before = global_state_snapshot()
+    with pytest.raises(RuntimeError):
+        with run_context(seed=7, precision="mixed_bfloat16"):
+            assert keras.config.dtype_policy().name == "mixed_bfloat16"
+            np.random.random()
+            raise RuntimeError("the trial failed")
+    assert global_state_snapshot() == before
+
+
+class PoisonWeights(keras.callbacks.Callback):
+    """Makes the classifier's weights NaN before one step, as a diverging run would."""
+
+    def __init__(self, epoch, step):
+        super().__init__()
+        self.at = (epoch, step)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            kernel = self.model.classifier.kernel
+            kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+
+def epochs_logged(out):
+    with open(os.path.join(out, "history.csv")) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_divergence_stops_at_the_first_nan_keeps_the_checkpoint_and_resumes(tmp_path):
+    workdir, out = str(tmp_path), os.path.join(str(tmp_path), "baseline")
+    config = smoke_config(epochs=3)
+    with pytest.raises(Diverged) as stopped:
+        train.train(config, workdir, "baseline", callbacks=[PoisonWeights(epoch=1, step=1)], verbose=0)
+    message = str(stopped.value)
+    assert "baseline" in message and "epoch 2, step 2" in message
+    assert "end of epoch 1" in message and os.path.join(out, "backup") in message
+    assert "--config.train.learning_rate" in message and "\n" not in message
+    # The last good epoch survives (Keras's BackupAndRestore would delete it on a graceful stop).
+    with open(os.path.join(out, "backup", "training_metadata.json")) as f:
+        assert json.load(f)["epoch"] == 1  # Keras records the epoch to resume at.
+    assert not os.path.exists(os.path.join(out, "model.keras"))
+    assert fit_lib.divergence_record(out)["step"] == 2
+
+    # Another config is refused, except for the step sizes after a divergence.
+    with pytest.raises(UserError, match="unfinished baseline run with another config"):
+        train.train(smoke_config(epochs=3, batch_size=16), workdir, "baseline", verbose=0)
+    summary = train.train(smoke_config(epochs=3, learning_rate=0.01), workdir, "baseline", verbose=0)
+    assert epochs_logged(out) == [0, 1, 2]  # Epoch 0 from the first run, 1 and 2 resumed.
+    assert np.isfinite(summary["final"]["loss"])
+    assert os.path.exists(os.path.join(out, "model.keras"))
+    assert os.path.exists(os.path.join(out, "diverged-before-resume.json"))
+
+
+def test_divergence_before_any_checkpoint_says_so(tmp_path):
+    with pytest.raises(Diverged, match="no epoch had finished, so there is no checkpoint"):
+        train.train(smoke_config(), str(tmp_path), "baseline",
+                    callbacks=[PoisonWeights(epoch=0, step=0)], verbose=0)
+
+
+def test_diverged_exits_with_status_3_and_one_line():
+    code = ("import sys, run\n"
+            "from pipeline.errors import Diverged\n"
+            "def fail(*args): raise Diverged('pretrain: loss became nan at epoch 2, step 3; kept')\n"
+            "run.run_stage = fail\n"
+            "sys.argv = ['run.py', '--stage', 'pretrain', '--config', 'configs/demo.py:smoke']\n"
+            "run.entry_point()\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 3
+    assert result.stderr.splitlines() == ["error: pretrain: loss became nan at epoch 2, step 3; kept"]
+
+
+def test_each_stage_key_holds_only_what_the_stage_reads():
+    config = demo.get_config("smoke")
+    other = demo.get_config("smoke")
+    other.loss.margin = 0.5
+    other.attack.pgd_steps = 7
+    other.finetune.epochs = 3
+    keys = {}
+    for name, spec in specs.SPECS.items():
+        keys[name] = [specs.decisive_fields(json.loads(c.to_json_best_effort()), spec)
+                      for c in (config, other)]
+    assert keys["baseline"][0] == keys["baseline"][1]  # Neither the loss nor the finetune schedule.
+    assert keys["pretrain"][0] != keys["pretrain"][1]
+    assert keys["finetune"][0]["finetune.epochs"] != keys["finetune"][1]["finetune.epochs"]
+    assert not any(name.startswith("attack") for key in keys.values() for name in key[0])
+
+
+def test_a_finished_stage_with_another_config_is_not_mixed(tmp_path):
+    out = str(tmp_path / "pretrain")
+    os.makedirs(out)
+    with open(os.path.join(out, "model.keras"), "w") as f:
+        f.write("stand-in")
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"inputs": {"loss.margin": 1.0}}, f)
+    assert train.check_workdir(out, {"loss.margin": 1.0}, "pretrain") == {"inputs": {"loss.margin": 1.0}}
+    with pytest.raises(UserError) as error:
+        train.check_workdir(out, {"loss.margin": 0.5}, "pretrain")
+    assert "loss.margin: 1.0 -> 0.5" in str(error.value) and f"delete {out}" in str(error.value)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
