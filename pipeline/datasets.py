@@ -4,6 +4,12 @@
 folder or its tar, the embedded sample) gives the same `ImageData`, whose splits hold
 uint8 images [N, H, W, C] and int64 labels [N]; `Split.as_dataset` (below) makes a
 `tf.data.Dataset` of `(uint8 image [H, W, C], int64 label)` from one of them.
+
+Decoded images (an image folder, its tar, the embedded sample, an official CIFAR archive)
+are kept in an on-disk cache keyed by the source's content and the decoding parameters
+(`pipeline/decoded_cache.py`: `$SUPCON_CACHE_DIR`, `off` to disable, else
+`~/.cache/supcon_robust`), so only the first load of a folder of JPEGs decodes it.
+`load(..., cache=False)` bypasses the cache. TFDS has its own cache and does not use it.
 """
 
 import dataclasses
@@ -12,6 +18,7 @@ import os
 import numpy as np
 
 from pipeline import cifar_archives
+from pipeline import decoded_cache
 from pipeline import image_folder
 from pipeline.split import Split  # noqa: F401 (re-exported for the stages)
 from pipeline.errors import UserError
@@ -52,16 +59,21 @@ class ImageData:
 
 
 def load(name="sample", data_dir="", image_size=32, channels=3, label_type="fine",
-         verify_checksums=True):
-    """Loads data set `name`; see the module docstring and README for the choices."""
+         verify_checksums=True, cache=True):
+    """Loads data set `name`; see the module docstring and README for the choices.
+
+    `cache=False` decodes an image folder, the sample or an archive even when the on-disk
+    cache of decoded images holds it, and writes nothing there; `SUPCON_CACHE_DIR=off` does
+    the same for every load of a process.
+    """
     if name == "sample":
-        train, test, classes = image_folder.load(SAMPLE_PATH, image_size, channels)
+        train, test, classes = _load_folder(SAMPLE_PATH, image_size, channels, cache)
         source = f"embedded sample of CIFAR-10 (JPEG copies), {SAMPLE_PATH}"
     elif name == "folder":
         if not data_dir:
             raise UserError("--dataset=folder needs --data_dir=<folder with train/ and test/, "
                             "or a .tar of it>.")
-        train, test, classes = image_folder.load(data_dir, image_size, channels)
+        train, test, classes = _load_folder(data_dir, image_size, channels, cache)
         source = f"image folder {data_dir}"
     else:
         found = None
@@ -72,7 +84,8 @@ def load(name="sample", data_dir="", image_size=32, channels=3, label_type="fine
             found = cifar_archives.find_archive(name, data_dir)
         if found:
             path, archive = found
-            train, test, classes = cifar_archives.load(path, archive, label_type, verify_checksums)
+            train, test, classes = _load_archive(path, archive, label_type, verify_checksums,
+                                                 cache)
             source = f"official archive {path}"
         else:
             from pipeline import tfds_source
@@ -81,6 +94,39 @@ def load(name="sample", data_dir="", image_size=32, channels=3, label_type="fine
             source = f"TFDS {name}" + (f" in {data_dir}" if data_dir else "")
         train, test = conform(train, image_size, channels), conform(test, image_size, channels)
     return ImageData(name, source, train, test, list(classes))
+
+
+def _load_folder(path, image_size, channels, cache):
+    """`image_folder.load`, through the on-disk cache of decoded images when `cache` is on."""
+    def decode():
+        return image_folder.load(path, image_size, channels)
+
+    if not cache or not (os.path.isdir(path) or (os.path.isfile(path) and
+                                                 path.endswith(image_folder.TAR_SUFFIXES))):
+        return decode()  # the decoder also says what is wrong with a bad path
+    import tensorflow as tf
+
+    params = {"loader": "image_folder", "image_size": image_size, "channels": channels,
+              "decoder_version": image_folder.DECODER_VERSION, "tensorflow": tf.__version__}
+    return decoded_cache.load_or_decode(path, params, decode, image_folder.IMAGE_EXTENSIONS)
+
+
+def _load_archive(path, archive, label_type, verify_checksums, cache):
+    """`cifar_archives.load`, through the on-disk cache when `cache` is on. The checksum is
+    checked first either way, so a damaged archive is reported even when it was cached."""
+    if verify_checksums:
+        cifar_archives.verify_checksum(path, archive)
+
+    def decode():
+        return cifar_archives.load(path, archive, label_type, verify=False)
+
+    if not cache:
+        return decode()
+    params = {"loader": "cifar_archive", "dataset": archive.dataset, "format": archive.fmt,
+              # CIFAR-10 has one kind of label, whatever label_type says.
+              "label_type": label_type if archive.dataset == "cifar100" else "fine",
+              "reader_version": cifar_archives.READER_VERSION}
+    return decoded_cache.load_or_decode(path, params, decode)
 
 
 def conform(split, size, channels):

@@ -20,6 +20,9 @@ from pipeline.errors import UserError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _DECODE_BATCH = 512
+# Part of the key of pipeline/decoded_cache.py: raise it with any change here that changes
+# the decoded pixels, labels or class names, so that arrays decoded before are not reused.
+DECODER_VERSION = 1
 
 
 def load(path, size, channels):
