@@ -15,6 +15,16 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 
+@pytest.fixture(autouse=True)
+def _decoded_cache_dir(tmp_path_factory, monkeypatch):
+    """Decoded images are cached in this session's temporary folder, never in ~/.cache.
+
+    One folder per session (per xdist worker): the sample is decoded once, and the
+    `run.py` subprocesses the tests start inherit the variable.
+    """
+    monkeypatch.setenv("SUPCON_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "decoded_cache"))
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="Also run the tests marked slow (they need the full data set).")
