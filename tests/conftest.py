@@ -15,14 +15,21 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 
-@pytest.fixture(autouse=True)
-def _decoded_cache_dir(tmp_path_factory, monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _decoded_cache_dir(tmp_path_factory):
     """Decoded images are cached in this session's temporary folder, never in ~/.cache.
 
-    One folder per session (per xdist worker): the sample is decoded once, and the
-    `run.py` subprocesses the tests start inherit the variable.
+    Session-scoped, so that it is set before any module's fixtures run. One folder per
+    session (per xdist worker): the sample is decoded once, and the `run.py` subprocesses
+    the tests start inherit the variable.
     """
-    monkeypatch.setenv("SUPCON_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "decoded_cache"))
+    previous = os.environ.get("SUPCON_CACHE_DIR")
+    os.environ["SUPCON_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "decoded_cache")
+    yield
+    if previous is None:
+        os.environ.pop("SUPCON_CACHE_DIR", None)
+    else:
+        os.environ["SUPCON_CACHE_DIR"] = previous
 
 
 def pytest_addoption(parser):
