@@ -60,7 +60,12 @@ class Batch:
 
 @dataclasses.dataclass
 class Evaluation:
-    """One model under one attack: which images stay correct, and the diagnostics."""
+    """One model under one attack: which images stay correct, and the diagnostics.
+
+    `indices` [N] says which images of the evaluated set these are (all of them, or a
+    seeded subset for a slow attack), so that attacks run on different subsets can be
+    compared image by image on the images they share.
+    """
 
     attack: str
     clean: np.ndarray  # bool [N]: correct on the clean image
@@ -71,10 +76,21 @@ class Evaluation:
     deterministic: bool = True
     zero_gradient_images: int = 0
     seconds: float = 0.0
+    indices: np.ndarray = None
+
+    def __post_init__(self):
+        if self.indices is None:
+            self.indices = np.arange(len(self.clean))
+        self.indices = np.asarray(self.indices, np.int64)
 
     @property
     def n(self):
         return int(len(self.clean))
+
+    def on(self, indices):
+        """Per epsilon, the correct-masks of the images `indices` (a subset of self.indices)."""
+        positions = np.searchsorted(self.indices, indices)
+        return {epsilon: mask[positions] for epsilon, mask in self.correct.items()}
 
     def accuracy(self, epsilon=None):
         """Clean accuracy (epsilon None) or accuracy under the attack at `epsilon`."""
@@ -87,7 +103,8 @@ class Evaluation:
                 "correct": [[float(e), _pack(mask)] for e, mask in self.correct.items()],
                 "max_ball_excess": self.max_ball_excess, "min_pixel": self.min_pixel,
                 "max_pixel": self.max_pixel, "deterministic": self.deterministic,
-                "zero_gradient_images": self.zero_gradient_images, "seconds": self.seconds}
+                "zero_gradient_images": self.zero_gradient_images, "seconds": self.seconds,
+                "indices": base64.b64encode(self.indices.astype(np.int32).tobytes()).decode("ascii")}
 
     @classmethod
     def from_record(cls, record):
@@ -95,7 +112,8 @@ class Evaluation:
         return cls(record["attack"], _unpack(record["clean"], n),
                    {float(e): _unpack(mask, n) for e, mask in record["correct"]},
                    record["max_ball_excess"], record["min_pixel"], record["max_pixel"],
-                   record["deterministic"], record["zero_gradient_images"], record["seconds"])
+                   record["deterministic"], record["zero_gradient_images"], record["seconds"],
+                   np.frombuffer(base64.b64decode(record["indices"]), np.int32))
 
 
 def _pack(mask):
@@ -107,8 +125,24 @@ def _unpack(text, n):
     return np.unpackbits(bits)[:n].astype(bool)
 
 
-def evaluate(model, images, labels, attack_name, settings, progress=True):
-    """Evaluates `model` on float32 images [N, H, W, C] in [0, 1] and labels [N] under one attack."""
+def subset(count, total, seed):
+    """Sorted indices of a seeded subset of `count` of `total` images (all when count is 0).
+
+    Subsets of one seed are nested: the 1,000 images of a slow attack are among the 2,000
+    of a faster one, so their per-image worst case covers all 1,000.
+    """
+    if not count or count >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng([seed, 7]).permutation(total)[:count])
+
+
+def evaluate(model, images, labels, attack_name, settings, progress=True, indices=None):
+    """Evaluates `model` on float32 images [N, H, W, C] in [0, 1] and labels [N] under one attack.
+
+    `indices` (sorted) restricts it to those images; the result keeps them.
+    """
+    if indices is not None:
+        images, labels = images[indices], np.asarray(labels)[indices]
     image_spec = tf.TensorSpec([None, *images.shape[1:]], tf.float32)
 
     # A fixed signature with an open batch size: one trace per model, also for the last,
@@ -158,14 +192,23 @@ def evaluate(model, images, labels, attack_name, settings, progress=True):
         if bar:
             bar.update(index + 1)
     result.seconds = time.perf_counter() - start_time
+    if indices is not None:
+        result.indices = np.asarray(indices, np.int64)
     return result
 
 
-def worst_case(evaluations):
-    """Per epsilon, the images that every attack (in {name: Evaluation}) failed on, bool [N].
+def common_indices(evaluations):
+    """The images every evaluation in {name: Evaluation} covers, sorted."""
+    return sorted(set.intersection(*(set(e.indices.tolist()) for e in evaluations.values())))
 
-    Only epsilons every attack was run at are included.
+
+def worst_case(evaluations):
+    """Per epsilon, whether each shared image survived every attack: {epsilon: bool [M]}.
+
+    An image counts as robust only if every attack run on it failed. Computed on the
+    images every attack covered (`common_indices`) and the epsilons every attack used.
     """
-    common = set.intersection(*(set(e.correct) for e in evaluations.values()))
-    return {epsilon: np.logical_and.reduce([e.correct[epsilon] for e in evaluations.values()])
-            for epsilon in sorted(common)}
+    shared = common_indices(evaluations)
+    masks = [e.on(shared) for e in evaluations.values()]
+    epsilons = set.intersection(*(set(m) for m in masks))
+    return {epsilon: np.logical_and.reduce([m[epsilon] for m in masks]) for epsilon in sorted(epsilons)}

@@ -19,6 +19,7 @@ one model evaluated under every attack of `attacks.table` that was run:
 """
 
 from attacks import table
+from attacks.evaluate import common_indices
 
 # Float32 rounding of x + eps * sign(g) and the clip can exceed eps by about 1 ulp.
 _BALL_TOLERANCE = 1e-6
@@ -66,11 +67,14 @@ def check(evaluations):
                 continue
             compared.append(f"{name} <= {weaker}")
             other = evaluations[weaker]
-            for epsilon in sorted(set(evaluation.correct) & set(other.correct)):
-                excess = int(evaluation.correct[epsilon].sum()) - int(other.correct[epsilon].sum())
+            # Compared image by image on the images both were run on (subsets may differ).
+            shared = common_indices({name: evaluation, weaker: other})
+            mine, theirs = evaluation.on(shared), other.on(shared)
+            for epsilon in sorted(set(mine) & set(theirs)):
+                excess = int(mine[epsilon].sum()) - int(theirs[epsilon].sum())
                 if excess > 0:
-                    above.append(f"{_eps(epsilon)}: {name} {evaluation.accuracy(epsilon):.4f} > "
-                                 f"{weaker} {other.accuracy(epsilon):.4f}")
+                    above.append(f"{_eps(epsilon)}: {name} {mine[epsilon].mean():.4f} > "
+                                 f"{weaker} {theirs[epsilon].mean():.4f} on {len(shared)} images")
                     masking |= excess > _ALLOWANCE_IMAGES
     if masking:
         detail = "possible gradient masking: " + "; ".join(above)

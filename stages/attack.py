@@ -25,6 +25,7 @@ from attacks import table as attack_table
 from attacks.evaluate import AttackSettings
 from attacks.evaluate import Evaluation
 from attacks.evaluate import evaluate
+from attacks.evaluate import subset
 from attacks.evaluate import worst_case
 from pipeline.errors import UserError
 from report import plots
@@ -56,9 +57,9 @@ def settings_from(config):
 
 def result_rows(model_name, evaluations):
     """Rows of results.json for one model: clean, each attack at each epsilon, the worst case."""
-    first = next(iter(evaluations.values()))
-    rows = [{"model": model_name, "attack": "clean", "epsilon": 0.0, "accuracy": first.accuracy(),
-             "n": first.n}]
+    largest = max(evaluations.values(), key=lambda e: e.n)
+    rows = [{"model": model_name, "attack": "clean", "epsilon": 0.0, "accuracy": largest.accuracy(),
+             "n": largest.n}]
     masks = {name: e.correct for name, e in evaluations.items()}
     masks[attack_table.WORST] = worst_case(evaluations)
     for name, by_epsilon in masks.items():
@@ -94,13 +95,24 @@ def _read_record(path, key):
         return None  # Missing, or cut short by a crash before the rename: computed again.
 
 
-def evaluate_model(name, path, images, labels, images_sha256, settings, attacks, out):
-    """{attack: Evaluation} for one model, each read from its record or computed and recorded."""
+def subset_size(subsets, attack_name):
+    """config.attack.subsets' count for an attack (its key spells '-' as '_'); 0 means all."""
+    return int((subsets or {}).get(attack_name.replace("-", "_"), 0))
+
+
+def evaluate_model(name, path, images, labels, images_sha256, settings, attacks, out, subsets=None):
+    """{attack: Evaluation} for one model, each read from its record or computed and recorded.
+
+    `subsets` maps an attack to the number of images it is run on (a seeded subset; 0 or
+    absent: all of them).
+    """
     model_sha256 = _sha256(path)
     model, evaluations = None, {}
     for attack_name in attacks:
+        count = subset_size(subsets, attack_name)
+        indices = subset(count, len(labels), settings.seed)
         key = {"model_sha256": model_sha256, "images_sha256": images_sha256, "attack": attack_name,
-               "settings": settings.key(attack_name)}
+               "examples": len(indices), "settings": settings.key(attack_name)}
         path_of_record = record_path(out, name, attack_name, key)
         evaluation = _read_record(path_of_record, key)
         if evaluation is not None:
@@ -108,23 +120,29 @@ def evaluate_model(name, path, images, labels, images_sha256, settings, attacks,
         else:
             if model is None:
                 model = keras.models.load_model(path)
-            print(f"attacking {name} ({path}) with {attack_name} on {len(labels)} test images",
+            print(f"attacking {name} ({path}) with {attack_name} on {len(indices)} test images",
                   flush=True)
-            evaluation = evaluate(model, images, labels, attack_name, settings)
+            evaluation = evaluate(model, images, labels, attack_name, settings,
+                                  indices=None if len(indices) == len(labels) else indices)
             atomic_files.write_json(path_of_record, {"key": key, "evaluation": evaluation.to_record()})
         evaluations[attack_name] = evaluation
     return evaluations, model
 
 
 def run(config, workdir):
-    out = os.path.join(workdir, "attack")
-    settings = settings_from(config)
-    attacks = list(config.attack.attacks)
     paths = {name: os.path.join(workdir, name, "model.keras") for name in config.attack.models}
     missing = [path for path in paths.values() if not os.path.exists(path)]
     if missing:
         raise UserError(f"{missing[0]} does not exist: train it first (--stage all trains every "
                         "model), or list only trained ones in --config.attack.models.")
+    return evaluate_and_report(config, paths, os.path.join(workdir, "attack"))
+
+
+def evaluate_and_report(config, paths, out):
+    """Attacks the models {name: model.keras path} as config.attack says; writes the report to `out`."""
+    settings = settings_from(config)
+    attacks = list(config.attack.attacks)
+    subsets = dict(config.attack.subsets)
     # Attacks need float32 gradients, whatever policy the training used.
     with run_context(config.seed, "float32"):
         data, images, labels = test_images(config)
@@ -133,7 +151,7 @@ def run(config, workdir):
         rows, checks, embeddings, seconds = [], {}, {}, {}
         for name, path in paths.items():
             evaluations, model = evaluate_model(name, path, images, labels, images_sha256, settings,
-                                                attacks, out)
+                                                attacks, out, subsets)
             rows.extend(result_rows(name, evaluations))
             checks[name] = sanity_checks.check(evaluations)
             seconds[name] = {attack: e.seconds for attack, e in evaluations.items()}
@@ -147,6 +165,7 @@ def run(config, workdir):
         "rows": rows, "checks": checks, "dataset": data.source, "n": int(len(labels)),
         "attacks": {name: {"title": attack_table.ATTACKS[name].title,
                            "description": attack_table.ATTACKS[name].description,
+                           "examples": len(subset(subset_size(subsets, name), len(labels), settings.seed)),
                            "settings": settings.key(name)} for name in attacks},
         "attack": {"targets": targets, "pgd_steps": settings.pgd_steps,
                    "pgd_step_size": settings.pgd_step_size or "2.5 * epsilon / steps",
@@ -171,7 +190,7 @@ def run(config, workdir):
     for name, verdicts in checks.items():
         for check_name, verdict in verdicts.items():
             mark = "ok  " if verdict["passed"] else "FLAG"
-            print(f"{mark} {name:10s} {check_name:26s} {verdict['detail']}")
+            print(f"{mark} {name:14s} {check_name:22s} {verdict['detail']}")
     print(f"\nresults: {os.path.join(out, 'results.json')}\npictures: "
           f"{os.path.join(out, 'robustness.png')}, {os.path.join(out, 'embeddings.png')}")
     return results

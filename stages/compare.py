@@ -1,0 +1,110 @@
+"""Stage `compare`: the paper's comparison, three models trained alike, attacked alike.
+
+The arms (the same network, data, schedule and seed; only the loss differs):
+
+1. `baseline`: cross-entropy alone (the baseline stage);
+2. `supcon`: SupCon + CE, margin weight 0 (the pretrain stage);
+3. `supcon_margin`: SupCon + margin + CE, the paper's method (the pretrain stage with the
+   config's margin).
+
+Each arm trains in WORKDIR/<arm>/ through `stages.train` (so it resumes after a crash
+and is skipped when done), then `stages.attack` evaluates all three on the same test
+images and writes the report to WORKDIR/attack/. WORKDIR/compare.json records what
+produced it: the commit, the machine, the data's sha256, the seed, each arm's config
+and training time.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+
+from pipeline.errors import UserError
+from stages import atomic_files
+from stages import attack
+from stages import train
+
+# (arm, training stage, config changes): the paper's three models.
+ARMS = (
+    ("baseline", "baseline", {}),
+    ("supcon", "pretrain", {"loss.margin_weight": 0.0}),
+    ("supcon_margin", "pretrain", {}),
+)
+
+
+def arm_config(config, changes):
+    """A copy of `config` with dotted-field `changes` applied."""
+    copy = config.copy_and_resolve_references()
+    with copy.unlocked():
+        for field, value in changes.items():
+            section, name = field.rsplit(".", 1)
+            copy[section][name] = value
+    return copy
+
+
+def _commit():
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10,
+                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _data_sha256(data_dir):
+    if not data_dir or not os.path.isfile(data_dir):
+        return None
+    digest = hashlib.sha256()
+    with open(data_dir, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def run(config, workdir):
+    if config.model.width <= 0:
+        raise UserError("--config.model.width must be > 0.")
+    record_path = os.path.join(workdir, "compare.json")
+    try:
+        with open(record_path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        record = {"arms": {}}
+    paths = {}
+    for arm, stage, changes in ARMS:
+        arm_workdir = os.path.join(workdir, arm)
+        print(f"== {arm}: {stage} stage" + (f" with {changes}" if changes else ""), flush=True)
+        start = time.time()
+        summary = train.train(arm_config(config, changes), arm_workdir, stage)
+        paths[arm] = os.path.join(arm_workdir, stage, "model.keras")
+        entry = record["arms"].get(arm, {})
+        if "seconds" not in entry or entry.get("inputs") != summary.get("inputs"):
+            # Wall time of the process that finished it (a resumed run counts its last part only).
+            entry = {"stage": stage, "changes": changes, "inputs": summary.get("inputs"),
+                     "seconds": time.time() - start, "images_per_second": summary.get("images_per_second"),
+                     "final": summary.get("final")}
+        record["arms"][arm] = entry
+        record.update(commit=_commit(), machine=f"{_cpu_model()}, {os.cpu_count()} cores",
+                      data=config.data.name, data_dir=config.data.data_dir,
+                      data_sha256=_data_sha256(config.data.data_dir), seed=config.seed,
+                      config=json.loads(config.to_json_best_effort()))
+        atomic_files.write_json(record_path, record)
+    print("== attack", flush=True)
+    start = time.time()
+    results = attack.evaluate_and_report(config, paths, os.path.join(workdir, "attack"))
+    record["attack_seconds"] = time.time() - start
+    atomic_files.write_json(record_path, record)
+    return results

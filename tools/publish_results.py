@@ -1,0 +1,50 @@
+"""Copies an experiment's report from its workdir into results/<name>/, for committing.
+
+    python tools/publish_results.py runs/real_photos results/real_photos
+
+Copies what `--stage compare` wrote (attack/results.json, results.md, robustness.png,
+embeddings.png, compare.json: commit, machine, data sha256, seed, configs, times) and
+refuses to overwrite a folder that holds results of another commit unless --replace.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+FILES = {"attack/results.json": "results.json", "attack/results.md": "results.md",
+         "attack/robustness.png": "robustness.png", "attack/embeddings.png": "embeddings.png",
+         "compare.json": "provenance.json"}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdir")
+    parser.add_argument("destination")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace results of another commit already in the destination")
+    args = parser.parse_args(argv)
+    missing = [name for name in FILES if not os.path.exists(os.path.join(args.workdir, name))]
+    if missing:
+        print(f"error: {os.path.join(args.workdir, missing[0])} does not exist: run the experiment "
+              "first (make reproduce).", file=sys.stderr)
+        return 2
+    with open(os.path.join(args.workdir, "compare.json")) as f:
+        commit = json.load(f).get("commit")
+    old = os.path.join(args.destination, "provenance.json")
+    if os.path.exists(old) and not args.replace:
+        with open(old) as f:
+            if json.load(f).get("commit") != commit:
+                print(f"error: {args.destination} holds results of another commit; pass --replace "
+                      "to overwrite them.", file=sys.stderr)
+                return 2
+    os.makedirs(args.destination, exist_ok=True)
+    for source, name in FILES.items():
+        shutil.copyfile(os.path.join(args.workdir, source), os.path.join(args.destination, name))
+    print(f"copied {len(FILES)} files to {args.destination} (commit {commit})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
