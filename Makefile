@@ -37,3 +37,23 @@ bench: $(VENV)/.installed-test
 bazel-test: $(VENV)/.installed-test
 	command -v bazel >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y bazel-bootstrap; }
 	bazel test --test_output=errors //...
+
+# The PyTorch peer benchmark (bench/peer_bench.py) in a venv of its own, bench/.peer-venv: the
+# project plus the `bench-peer` extra (torch, CPU build), so torch never enters .venv. Where no
+# CPU-only torch wheel is in pip's view, pass one, e.g.
+# `make bench-peer PEER_PIP_FLAGS='--extra-index-url https://download.pytorch.org/whl/cpu'`.
+PEER_VENV := bench/.peer-venv
+PEER_PIP_FLAGS ?=
+PEER_PIP := $(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	-c constraints.txt -c bench/peer-constraints.txt $(PEER_PIP_FLAGS)
+
+$(PEER_VENV)/.installed: setup.py constraints.txt bench/peer-constraints.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_PIP) -e '.[cpu,bench-peer]'
+	$(PEER_VENV)/bin/python -c "import torch; print('torch', torch.__version__, \
+		'(CUDA build: pulls the nvidia-* packages)' if torch.version.cuda else '(CPU build)')"
+	touch $@
+
+.PHONY: bench-peer
+bench-peer: $(PEER_VENV)/.installed
+	$(PEER_VENV)/bin/python bench/peer_bench.py

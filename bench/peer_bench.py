@@ -1,0 +1,218 @@
+"""The project's training step against its PyTorch peer (bench/torch_peer.py), in one process.
+
+For each workload (plain: cross-entropy, one view of B images; contrastive: CE + SupCon +
+margin on two views, 2B images), each precision this CPU runs fast (float32; bfloat16
+only with AVX512_BF16 or AMX) and each width (1/4 and 1), with B = 128:
+
+1. the peer's settings (channels_last on/off x torch.compile on/off) are timed in
+   alternation and the fastest is kept (`torch_peer.best_setting`);
+2. the project's step (the Keras model `fit` trains, called through its compiled
+   `train_function`, as bench/train_step_bench.py does) and the peer's best step run in
+   alternation, one step each per round (the project first in even rounds, the peer
+   first in odd ones), on one fixed synthetic batch each;
+3. the ratio project images/s / torch images/s is the median of the per-round ratios,
+   which cancels slow drifts of a shared machine; the ratio of CPU seconds per step is
+   given beside it, and the CPU share (CPU seconds / (wall seconds x cores)) of the
+   whole comparison. A ratio above 1 means the project's step is the faster.
+
+Both sides use every core (TensorFlow's default pools; torch.set_num_threads(cores)).
+Importing torch beside TensorFlow slows neither (measured; see bench/README.md).
+
+Needs torch: `make bench-peer` installs it in bench/.peer-venv (with the project) and runs
+this file; without torch, `run()` returns {"skipped": reason}.
+Run alone: `bench/.peer-venv/bin/python bench/peer_bench.py [--widths 0.25] [--rounds N]`.
+"""
+
+import argparse
+import functools
+import os
+import sys
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import tensorflow as tf
+
+from bench import machine
+from bench import timing
+from bench import train_step_bench
+from bench import training_bench
+
+try:
+    from bench import torch_peer
+except ImportError as error:  # torch is an optional extra (`bench-peer`).
+    torch_peer = None
+    TORCH_MISSING = f"torch is not installed ({error}); `make bench-peer` installs it"
+
+WORKLOADS = ("plain", "contrastive")
+WIDTHS = (0.25, 1.0)
+BATCH_SIZE = 128
+# Per width (full width is about 12x slower): rounds of the alternation, and the peer's
+# setting selection's untimed steps per setting (the first compiles) and timed rounds.
+ROUNDS = {0.25: 6, 1.0: 3}
+SELECT_WARMUP = {0.25: 2, 1.0: 1}
+SELECT_ROUNDS = {0.25: 2, 1.0: 1}
+KERAS_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+def project_step(workload, width, batch_size, precision):
+    """The project's training step, built by the project's code: (step, images per step).
+
+    `step()` runs one step of the compiled `train_function` that `fit` runs, on a fixed
+    batch of `batch_size` images (plain) or pairs (contrastive), and returns the loss.
+    """
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(KERAS_POLICY[precision])
+    try:
+        keras.utils.set_random_seed(0)
+        views = 2 if workload == "contrastive" else 1
+        images, labels = training_bench.synthetic_batch(batch_size, views=views)
+        model = (train_step_bench.custom_model if views == 2 else train_step_bench.plain_model)(width)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # Builds and traces.
+    step = functools.partial(train_step_bench._train_step, model, iter(dataset))
+    step()  # Traces once more, for this iterator type.
+    return step, views * batch_size
+
+
+def compare(workload, width, batch_size=BATCH_SIZE, precision="float32", rounds=None,
+            select_rounds=None):
+    """The project's step against the peer's best setting for one case; a dict of figures."""
+    rounds = rounds or ROUNDS.get(width, 3)
+    select_rounds = select_rounds or SELECT_ROUNDS.get(width, 1)
+    start = time.perf_counter()
+    best = torch_peer.best_setting(workload, width, batch_size, precision, rounds=select_rounds,
+                                   warmup=SELECT_WARMUP.get(width, 1))
+    select_seconds = time.perf_counter() - start
+    steps = {"torch": best.pop("step")}
+    steps["project"], images = project_step(workload, width, batch_size, precision)
+    if steps["torch"].images_per_step != images:
+        raise AssertionError(f"images per step differ: {images} and {steps['torch'].images_per_step}")
+    wall = {name: [] for name in steps}
+    cpu = {name: [] for name in steps}
+    losses = {}
+    for round_index in range(rounds):
+        order = ("project", "torch") if round_index % 2 == 0 else ("torch", "project")
+        for name in order:
+            seconds, cpu_seconds = timing.time_call(lambda: losses.__setitem__(name, steps[name]()))
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
+    # Same images per step on both sides: project images/s / torch images/s = torch s / project s.
+    ratios = [t / p for p, t in zip(wall["project"], wall["torch"])]
+    return {
+        "workload": workload,
+        "width": width,
+        "precision": precision,
+        "batch_size": batch_size,
+        "images_per_step": images,
+        "rounds": rounds,
+        "project_images_per_second": images / timing.median(wall["project"]),
+        "torch_images_per_second": images / timing.median(wall["torch"]),
+        "ratio": timing.median(ratios),
+        "ratios": ratios,
+        "cpu_ratio": timing.median(cpu["torch"]) / timing.median(cpu["project"]),
+        "project_images_per_cpu_second": images / timing.median(cpu["project"]),
+        "torch_images_per_cpu_second": images / timing.median(cpu["torch"]),
+        "torch_setting": best["setting"],
+        "torch_settings_images_per_second": best["per_setting"],
+        "torch_settings_warmup_seconds": best["warmup_seconds"],
+        "torch_compile": best["compile"],
+        "project_seconds_per_step": wall["project"],
+        "torch_seconds_per_step": wall["torch"],
+        "last_loss": losses,
+        "cpu_share": timing.cpu_share(sum(map(sum, cpu.values())), sum(map(sum, wall.values()))),
+        "project_cpu_share": timing.cpu_share(sum(cpu["project"]), sum(wall["project"])),
+        "torch_cpu_share": timing.cpu_share(sum(cpu["torch"]), sum(wall["torch"])),
+        "select_seconds": select_seconds,
+    }
+
+
+def run(widths=WIDTHS, workloads=WORKLOADS, batch_size=BATCH_SIZE, rounds=None, select_rounds=None):
+    """Every case: {"cases": [...], "torch": version, threads, precisions, ...}, or {"skipped": why}."""
+    if torch_peer is None:
+        return {"skipped": TORCH_MISSING}
+    import torch
+
+    precisions = torch_peer.supported_precisions()
+    compile_ok, compile_why = torch_peer.compile_available()
+    result = {
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cores": timing.CORES,
+        "cpu_model": machine.cpu_model(),
+        "precisions": list(precisions),
+        "bfloat16": "yes" if "bfloat16" in precisions else
+                    "n/a (no AVX512_BF16 or AMX on this CPU: bfloat16 would be emulated)",
+        "torch_compile": "works" if compile_ok else compile_why,
+        "load_average_before": machine.load_average(),
+        "cases": [],
+    }
+    start = time.perf_counter()
+    for width in widths:
+        for workload in workloads:
+            for precision in precisions:
+                print(f"peer bench: {workload}, width {width}, {precision} ...", file=sys.stderr, flush=True)
+                result["cases"].append(compare(workload, width, batch_size, precision, rounds,
+                                               select_rounds))
+    result["seconds"] = time.perf_counter() - start
+    result["load_average_after"] = machine.load_average()
+    return result
+
+
+def table(result):
+    """A text table of `run()`'s result."""
+    if "skipped" in result:
+        return f"peer bench skipped: {result['skipped']}"
+    header = ("workload", "width", "precision", "images/step", "project img/s", "torch img/s",
+              "project/torch", "in CPU s", "torch setting", "CPU share")
+    rows = [header]
+    for case in result["cases"]:
+        rows.append((case["workload"], f"{case['width']:g}", case["precision"], str(case["images_per_step"]),
+                     f"{case['project_images_per_second']:.1f}", f"{case['torch_images_per_second']:.1f}",
+                     f"{case['ratio']:.2f}", f"{case['cpu_ratio']:.2f}", case["torch_setting"],
+                     f"{case['cpu_share']:.2f}"))
+    if "bfloat16" not in result["precisions"]:
+        rows.append(("(both)", "(all)", "bfloat16", "", "n/a", "n/a", "n/a", "", "no bfloat16 hardware", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--widths", type=float, nargs="+", default=list(WIDTHS))
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--batch_size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"alternation rounds (default per width: {ROUNDS})")
+    parser.add_argument("--json", help="also write the result to this JSON file")
+    args = parser.parse_args(argv)
+    result = run(args.widths, args.workloads, args.batch_size, args.rounds)
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if "skipped" not in result:
+        print(f"torch {result['torch']} ({result['torch_threads']} threads, {result['torch_cpu_capability']}), "
+              f"TensorFlow {result['tensorflow']}, Keras {result['keras']}; {result['cpu_model']}, "
+              f"{result['cores']} cores; torch.compile: {result['torch_compile']}; "
+              f"bfloat16: {result['bfloat16']}")
+        print(f"load average before / after: {result['load_average_before']:.2f} / "
+              f"{result['load_average_after']:.2f}; {result['seconds']:.0f} s\n")
+    print(table(result))
+    if "skipped" not in result:
+        print("\nproject/torch: median over rounds of the paired steps' speed ratio (> 1: the "
+              "project's step is faster); 'in CPU s': the same from CPU seconds per step.")
+
+
+if __name__ == "__main__":
+    main()
