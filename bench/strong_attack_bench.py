@@ -1,0 +1,258 @@
+"""What the AutoAttack-like evaluation (attacks/strong.py, ART) costs next to PGD-10.
+
+A width-1/4 float32 ResNet-18 + linear classifier (32x32x3 images, 10 classes) with
+random (untrained) weights, and the first 128 test images of the embedded sample (one
+batch of the default size, so that no padding inflates the figures), with the network's
+own clean predictions as labels, so that every image starts correct and every attack
+has all of them to work on. Epsilon 8/255, `StrongSettings()` defaults
+(APGD 100 steps, 1 restart; Square 1,000 queries; batch 128; XLA).
+
+Figures, all in wall seconds per 100 images:
+
+- pgd10: `attacks.pgd.pgd` with 10 steps and the forward pass that scores its images,
+  one `tf.function` compiled with XLA, as `attacks.evaluate` runs it (median of rounds,
+  after tracing);
+- standalone: each attack alone on all the images. APGD runs all its steps on every
+  image whatever happens (ART stops early only when the loss of every image is exactly
+  0), so its cost does not depend on the model; Square stops on each image once it is
+  broken, so on this undefended network it is far cheaper than on a robust one;
+- square_worst_case: Square where no image breaks (epsilon 1e-4, too small to flip
+  anything), `square_probe_queries` queries, scaled linearly to the default queries: what
+  each still-robust image costs Square on a robust model;
+- cascade: the evaluation as run (each attack on what the earlier ones left): on an
+  undefended network APGD-CE breaks everything and the later attacks have nothing to do;
+  on a robust one the total approaches the sum of the standalone figures, with Square at
+  its worst case;
+- calls: where the time goes, one call on 100 images: a forward pass; a cross-entropy
+  gradient as ART takes it (eager `tf.GradientTape` around the network and the loss)
+  through the plain compiled network, through `InferenceModel`'s custom gradient, and
+  the same when the forward pass is cached (as at each APGD step); ART's own DLR loss (a
+  Python loop over the images, eager) alone and with its gradient, and the vectorized one.
+  An APGD step is one loss gradient and one forward pass (ART's `compute_loss`).
+
+One `attacks.strong.InferenceModel` serves every run, compiled beforehand for every
+padded batch size (`compile_seconds`, paid once per network), so that compiling is not
+counted in the attacks' figures. APGD-DLR is also run with ART's own DLR loss for
+`art_dlr_steps` steps, to give its cost per step. Run alone:
+`.venv/bin/python bench/strong_attack_bench.py` (about 5-10 minutes on the 2-core build
+machine).
+"""
+
+import os
+import sys
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from attacks import strong
+from attacks.pgd import pgd
+from bench import timing
+from models import heads
+from models import resnet
+from pipeline import datasets
+
+EPSILON = 8 / 255
+IMAGE_SHAPE = (32, 32, 3)
+NUM_CLASSES = 10
+# CIFAR-10's per-channel statistics; the speed does not depend on them.
+MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
+
+
+def classifier_network(width):
+    """encoder + classifier as one functional model: images in [0, 1] -> logits (random weights)."""
+    encoder = resnet.resnet18(IMAGE_SHAPE, MEAN, STD, width)
+    images = keras.Input(IMAGE_SHAPE, name="images")
+    return keras.Model(images, heads.classifier(NUM_CLASSES)(encoder(images)), name="network")
+
+
+def _per_100(seconds, count):
+    return seconds * 100.0 / count
+
+
+def _warm_up(network, batch_size):
+    """Compiles the forward pass and the gradient for every padded batch size; returns seconds."""
+    start = time.perf_counter()
+    sizes = sorted({int(network._size(tf.constant(count))) for count in range(1, batch_size + 1)})
+    for size in sizes:
+        x = tf.zeros((size, *network.image_shape))
+        network.forward(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = network(x)
+        tape.gradient(logits, x)
+    network.cache = None
+    return time.perf_counter() - start
+
+
+def _strong(network, images, labels, epsilon, settings):
+    """(StrongResult, CPU seconds) of one strong_attack call on the prepared network."""
+    cpu = time.process_time()
+    result = strong.strong_attack(network, images, labels, epsilon, settings)
+    return result, time.process_time() - cpu
+
+
+def _median_call(function, rounds):
+    function()  # Traces and compiles: not measured.
+    return timing.median([timing.time_call(function)[0] for _ in range(rounds)])
+
+
+def _call_costs(model, images, labels, settings, rounds):
+    """Seconds of one call of each piece ART's APGD runs per step, on these images."""
+    fast = strong.InferenceModel(model, images.shape[1:], settings.jit_compile, settings.batch_size)
+    tape_only = strong.InferenceModel(model, images.shape[1:], settings.jit_compile, settings.batch_size,
+                                      fast_gradient=False)
+    x = tf.constant(images)
+    one_hot = tf.one_hot(labels, NUM_CLASSES)
+    art_dlr = _arts_dlr_loss(fast)
+    ours = strong.DifferenceLogitsRatio()
+    ce = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
+    logits = fast.forward(x)
+
+    def gradient(network, loss, cached):
+        def run():
+            if not cached:
+                network.cache = None
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                value = loss(one_hot, network(x))
+            return tape.gradient(value, x)
+        return run
+
+    def loss_with_gradient(loss):
+        def run():
+            with tf.GradientTape() as tape:
+                tape.watch(logits)
+                value = loss(one_hot, logits)
+            return tape.gradient(value, logits)
+        return run
+
+    return {
+        "forward": _median_call(lambda: fast.forward(x), rounds),
+        # What ART's loss_gradient costs: eager tape around the network and the loss.
+        "ce_gradient_art_tape": _median_call(gradient(tape_only, ce, False), rounds),
+        "ce_gradient_custom": _median_call(gradient(fast, ce, False), rounds),
+        "ce_gradient_custom_cached_forward": _median_call(gradient(fast, ce, True), rounds),
+        "dlr_art_loss": _median_call(lambda: art_dlr(one_hot, logits), rounds),
+        "dlr_art_loss_and_gradient": _median_call(loss_with_gradient(art_dlr), rounds),
+        "dlr_vectorized_loss_and_gradient": _median_call(loss_with_gradient(ours), rounds),
+    }
+
+
+def _arts_dlr_loss(network):
+    art = strong._art()
+    classifier = art["classifier"](network, nb_classes=NUM_CLASSES, input_shape=IMAGE_SHAPE,
+                                   clip_values=(0.0, 1.0))
+    with strong._quiet(False):
+        attack = art["apgd"](classifier, eps=EPSILON, eps_step=2 * EPSILON,
+                             loss_type="difference_logits_ratio", verbose=False)
+    return attack.estimator.loss_object
+
+
+def run(width=0.25, count=128, rounds=3, square_probe_queries=100, art_dlr_steps=10, settings=None):
+    """Seconds per 100 images of the strong evaluation, per attack and in total, and of PGD-10."""
+    settings = settings or strong.StrongSettings()
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(0)
+    model = classifier_network(width)
+    test = datasets.load("sample").test
+    images = (test.images[:count].astype(np.float32) / 255.0)
+    # Random weights: the network's own predictions as labels, so every image starts correct.
+    labels = np.argmax(model(images, training=False).numpy(), axis=-1)
+    start_cpu, start_wall = time.process_time(), time.perf_counter()
+
+    x, y = tf.constant(images), tf.constant(labels.astype(np.int32))
+    pgd10 = tf.function(lambda: tf.argmax(model(pgd(model, x, y, EPSILON, steps=10), training=False), axis=-1),
+                        jit_compile=True)
+    pgd_seconds = _median_call(pgd10, rounds)
+    pgd_accuracy = float(np.mean(pgd10().numpy() == labels))
+
+    network = strong.InferenceModel(model, images.shape[1:], settings.jit_compile, settings.batch_size)
+    compile_seconds = _warm_up(network, settings.batch_size)
+
+    standalone, accuracy = {}, {}
+    for name in settings.attacks:
+        alone = strong.StrongSettings(**{**settings.to_dict(), "attacks": (name,)})
+        result, _ = _strong(network, images, labels, EPSILON, alone)
+        standalone[name] = _per_100(result.seconds[name], count)
+        accuracy[name] = result.accuracy()
+
+    art_dlr = strong.StrongSettings(**{**settings.to_dict(), "attacks": ("apgd-dlr",), "dlr_loss": "art",
+                                       "apgd_steps": art_dlr_steps})
+    result, _ = _strong(network, images, labels, EPSILON, art_dlr)
+    art_dlr_per_step = _per_100(result.seconds["apgd-dlr"], count) / art_dlr_steps
+
+    probe = strong.StrongSettings(**{**settings.to_dict(), "attacks": ("square",),
+                                     "square_queries": square_probe_queries})
+    result, _ = _strong(network, images, labels, 1e-4, probe)
+    if result.accuracy() < 1.0:
+        raise RuntimeError("the worst-case Square probe broke an image; lower its epsilon.")
+    square_per_query = _per_100(result.seconds["square"], count) / square_probe_queries
+
+    cascade, _ = _strong(network, images, labels, EPSILON, settings)
+    calls = _call_costs(model, images, labels, settings, rounds)
+    cpu_share = timing.cpu_share(time.process_time() - start_cpu, time.perf_counter() - start_wall)
+
+    pgd_per_100 = _per_100(pgd_seconds, count)
+    robust_total = sum(standalone[name] for name in settings.attacks if name != "square")
+    if "square" in settings.attacks:
+        robust_total += square_per_query * settings.square_queries
+    return {
+        "width": width,
+        "weights": "random (untrained); labels = the network's clean predictions",
+        "images": count,
+        "epsilon": "8/255",
+        "settings": settings.to_dict(),
+        "pgd10_seconds_per_100": pgd_per_100,
+        "pgd10_accuracy": pgd_accuracy,
+        "compile_seconds": compile_seconds,
+        "standalone_seconds_per_100": standalone,
+        "standalone_over_pgd10": {name: value / pgd_per_100 for name, value in standalone.items()},
+        "standalone_accuracy": accuracy,
+        "apgd_seconds_per_step_per_100": {name: standalone[name] / settings.apgd_steps
+                                          for name in standalone if name.startswith("apgd")},
+        "apgd_dlr_art_loss_seconds_per_step_per_100": art_dlr_per_step,
+        "art_dlr_steps": art_dlr_steps,
+        "square_worst_case_seconds_per_query_per_100": square_per_query,
+        "square_worst_case_seconds_per_100": square_per_query * settings.square_queries,
+        "square_probe_queries": square_probe_queries,
+        "cascade_seconds_per_100": {name: _per_100(cascade.seconds[name], count) for name in cascade.correct},
+        "cascade_attacked": cascade.attacked,
+        "cascade_total_seconds_per_100": _per_100(sum(cascade.seconds[name] for name in cascade.correct), count),
+        "cascade_accuracy": cascade.accuracy(),
+        "robust_model_total_seconds_per_100": robust_total,
+        "robust_model_total_over_pgd10": robust_total / pgd_per_100,
+        "call_seconds_per_100": {key: _per_100(value, count) for key, value in calls.items()},
+        "cpu_share": cpu_share,
+    }
+
+
+if __name__ == "__main__":
+    result = run()
+    print(f"width {result['width']}, {result['weights']}, epsilon {result['epsilon']}, "
+          f"seconds per 100 images (CPU share {result['cpu_share']:.2f}):")
+    print(f"  PGD-10 (XLA): {result['pgd10_seconds_per_100']:.2f} s (accuracy {result['pgd10_accuracy']:.2f})")
+    for name, seconds in result["standalone_seconds_per_100"].items():
+        print(f"  {name} alone: {seconds:.1f} s = {seconds / result['pgd10_seconds_per_100']:.0f}x PGD-10 "
+              f"(accuracy {result['standalone_accuracy'][name]:.2f})")
+    print(f"  compiling (once per network, every padded batch size): {result['compile_seconds']:.0f} s")
+    print("  APGD per step: " + ", ".join(f"{name} {value:.2f} s" for name, value in
+                                         result["apgd_seconds_per_step_per_100"].items())
+          + f", apgd-dlr with ART's own loss {result['apgd_dlr_art_loss_seconds_per_step_per_100']:.2f} s "
+          f"(PGD step about {result['pgd10_seconds_per_100'] / 10:.2f} s)")
+    print(f"  square, no image breaking: {result['square_worst_case_seconds_per_query_per_100']:.3f} s per "
+          f"query, {result['square_worst_case_seconds_per_100']:.0f} s for "
+          f"{result['settings']['square_queries']} queries")
+    parts = ", ".join(f"{name} {seconds:.1f} s on {result['cascade_attacked'][name]} images"
+                      for name, seconds in result["cascade_seconds_per_100"].items())
+    print(f"  cascade on this network: {result['cascade_total_seconds_per_100']:.1f} s ({parts}), "
+          f"accuracy {result['cascade_accuracy']:.2f}")
+    print(f"  on a robust model (nothing breaks): about {result['robust_model_total_seconds_per_100']:.0f} s "
+          f"= {result['robust_model_total_over_pgd10']:.0f}x PGD-10")
+    print("  one call on 100 images: " + ", ".join(
+        f"{key} {value:.3f} s" for key, value in result["call_seconds_per_100"].items()))
