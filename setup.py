@@ -19,11 +19,13 @@ setuptools.setup(
     package_data={"pipeline": ["sample/*.tar.gz", "sample/README.md"]},
     install_requires=[
         "absl-py",
+        "adversarial-robustness-toolbox==1.20.1",  # attacks/strong.py: APGD and Square.
         "importlib_resources",  # TFDS imports it on Python 3.11 without declaring it.
         "keras==3.15.1",
         "keras-tuner==1.4.8",
         "matplotlib",
         "ml_collections",
+        "multiprocess==0.70.19",  # ART's own AutoAttack class needs it (attacks/strong.py does not).
         "numpy",
         "scikit-learn",
         "tensorboard==2.21.0",  # Keras Tuner fails every trial quietly without it.
