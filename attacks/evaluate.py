@@ -34,6 +34,7 @@ class AttackSettings:
     batch_size: int = 256
     seed: int = 0
     jit_compile: bool = True
+    strong: dict = None  # StrongSettings fields for the "aa-like" attack (attacks.strong).
 
     def __post_init__(self):
         for epsilon in self.epsilons:
@@ -45,8 +46,17 @@ class AttackSettings:
         """The settings that change `attack_name`'s result, as a JSON-able dict."""
         common = dict(epsilons=[float(e) for e in self.epsilons], use_predictions=self.use_predictions,
                       batch_size=self.batch_size, seed=self.seed, jit_compile=self.jit_compile)
-        own = {field: getattr(self, field) for field in table.ATTACKS[attack_name].settings}
+        own = {field: _plain(getattr(self, field)) for field in table.ATTACKS[attack_name].settings}
         return {**common, **own}
+
+
+def _plain(value):
+    """Tuples as lists, so that a key compares equal to itself read back from JSON."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 @dataclasses.dataclass

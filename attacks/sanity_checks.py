@@ -16,6 +16,11 @@ one model evaluated under every attack of `attacks.table` that was run:
   inside [0, 1].
 - deterministic_inference: two forward passes agree (inference mode, no randomness).
 - nonzero_gradients: at most 1% of images have an all-zero input gradient.
+- gradient_attacks_close_to_strong (`check_strong_gap`, across models): where the
+  AutoAttack-like evaluation ran, the accuracy under the best gradient attack (PGD) may
+  exceed the strong attack's by at most 5 points more than it does on the reference model
+  (the baseline): a model that looks robust to PGD but falls much further under APGD-DLR
+  or Square than the baseline does is possibly masking its gradients.
 """
 
 from attacks import table
@@ -25,6 +30,9 @@ from attacks.evaluate import common_indices
 _BALL_TOLERANCE = 1e-6
 _ZERO_GRADIENT_LIMIT = 0.01
 _ALLOWANCE_IMAGES = 1
+_GAP_LIMIT = 0.05  # Accuracy (0-1) by which PGD may overstate robustness beyond the reference's.
+STRONG = "aa-like"
+GRADIENT_ATTACKS = ("pgd", "fgsm")  # The best one run is compared with the strong attack.
 
 
 def _verdict(passed, detail):
@@ -104,3 +112,44 @@ def check(evaluations):
         f"{zero} of {first.n} images ({share:.1%}) have an all-zero input gradient"
         + (" (saturated softmax: gradient attacks cannot move them)" if share > _ZERO_GRADIENT_LIMIT else ""))
     return checks
+
+
+def strong_gap(evaluations):
+    """(largest accuracy gap, epsilon, gradient attack) between a gradient attack and the strong one.
+
+    None when the strong attack or no gradient attack was run. Compared on shared images.
+    """
+    if STRONG not in evaluations:
+        return None
+    gradient = next((name for name in GRADIENT_ATTACKS if name in evaluations), None)
+    if gradient is None:
+        return None
+    pair = {gradient: evaluations[gradient], STRONG: evaluations[STRONG]}
+    shared = common_indices(pair)
+    weak, strong = pair[gradient].on(shared), pair[STRONG].on(shared)
+    gaps = [(float(weak[e].mean() - strong[e].mean()), e) for e in sorted(set(weak) & set(strong))]
+    if not gaps:
+        return None
+    gap, epsilon = max(gaps)
+    return gap, epsilon, gradient
+
+
+def check_strong_gap(evaluations_by_model, reference="baseline"):
+    """{model: verdict} of gradient_attacks_close_to_strong, for models where the strong attack ran."""
+    reference_gap = strong_gap(evaluations_by_model.get(reference, {})) if reference else None
+    allowed = (reference_gap[0] if reference_gap else 0.0) + _GAP_LIMIT
+    verdicts = {}
+    for model, evaluations in evaluations_by_model.items():
+        found = strong_gap(evaluations)
+        if found is None:
+            continue
+        gap, epsilon, gradient = found
+        against = (f"{reference} gap {reference_gap[0]:.1%}" if reference_gap and model != reference
+                   else "no reference model" if not reference_gap else "this is the reference")
+        detail = (f"{gradient} accuracy exceeds the strong attack's by up to {gap:.1%} (at "
+                  f"{_eps(epsilon)}); allowed {allowed:.1%} ({against})")
+        passed = gap <= allowed
+        if not passed:
+            detail = "possible gradient masking: " + detail
+        verdicts[model] = _verdict(passed, detail)
+    return verdicts

@@ -1,10 +1,12 @@
-"""The FGSM and PGD entries of the attack table, compiled once per model.
+"""The entries of the attack table, each built once per model.
 
-Each `build_*` traces its step once per model with a fixed signature (open batch size,
-epsilon and step size as tensors) and compiles it with XLA when `settings.jit_compile`
-(halved the attack time on the build machine's CPU).
+FGSM and PGD trace their step once per model with a fixed signature (open batch size,
+epsilon and step size as tensors) and compile it with XLA when `settings.jit_compile`
+(halved the attack time on the build machine's CPU). The AutoAttack-like evaluation
+wraps ART (`attacks.strong`) around one compiled inference model.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from attacks.fgsm import step_from_gradient
@@ -42,5 +44,21 @@ def build_pgd(model, settings, image_spec):
             step_size = default_step_size(epsilon, settings.pgd_steps)
         return step(x, targets, tf.constant(epsilon, tf.float32), tf.constant(step_size, tf.float32),
                     batch.seed)
+
+    return attack
+
+
+def build_strong(model, settings, image_spec):
+    """APGD-CE, APGD-DLR and Square from ART, in AutoAttack's manner, on each batch."""
+    from attacks import strong  # ART is imported only when this attack is asked for.
+
+    options = strong.StrongSettings(**dict(settings.strong or {}), seed=settings.seed,
+                                    jit_compile=settings.jit_compile)
+    network = strong.InferenceModel(model, tuple(image_spec.shape[1:]), options.jit_compile,
+                                    options.batch_size)
+
+    def attack(x, targets, epsilon, batch):
+        result = strong.strong_attack(network, x.numpy(), np.asarray(targets), float(epsilon), options)
+        return result.adversarial
 
     return attack

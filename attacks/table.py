@@ -49,6 +49,11 @@ ATTACKS = {attack.name: attack for attack in (
            "steps of step_size, restarts keep the first success",
            "attacks.steps:build_pgd", not_weaker_than=("fgsm",),
            settings=("pgd_steps", "pgd_step_size", "pgd_restarts")),
+    Attack("aa-like", "AutoAttack-like (ART)",
+           "APGD-CE, APGD-DLR and Square from ART (attacks/strong.py), each on the images the "
+           "ones before left correct; not the official AutoAttack",
+           "attacks.steps:build_strong", not_weaker_than=("pgd", "fgsm"),
+           settings=("strong",)),
 )}
 
 # The per-image worst case over every attack run: what the README's headline uses.

@@ -52,7 +52,9 @@ def settings_from(config):
         epsilons=tuple(e / 255.0 for e in attack.epsilons), pgd_steps=attack.pgd_steps,
         pgd_step_size=attack.pgd_step_size / 255.0 if attack.pgd_step_size else None,
         pgd_restarts=attack.pgd_restarts, use_predictions=attack.use_predictions,
-        batch_size=attack.batch_size, seed=config.seed, jit_compile=attack.jit_compile)
+        batch_size=attack.batch_size, seed=config.seed, jit_compile=attack.jit_compile,
+        strong={key: tuple(value) if isinstance(value, (list, tuple)) else value
+                for key, value in attack.strong.items()})
 
 
 def result_rows(model_name, evaluations):
@@ -148,18 +150,22 @@ def evaluate_and_report(config, paths, out):
         data, images, labels = test_images(config)
         images_sha256 = hashlib.sha256(images.tobytes() + np.asarray(labels).tobytes()).hexdigest()
         shown = slice(0, config.attack.embedding_examples)
-        rows, checks, embeddings, seconds = [], {}, {}, {}
+        rows, checks, embeddings, seconds, every = [], {}, {}, {}, {}
         for name, path in paths.items():
             evaluations, model = evaluate_model(name, path, images, labels, images_sha256, settings,
                                                 attacks, out, subsets)
             rows.extend(result_rows(name, evaluations))
             checks[name] = sanity_checks.check(evaluations)
+            every[name] = evaluations
             seconds[name] = {attack: e.seconds for attack, e in evaluations.items()}
             if config.attack.embedding_examples:
                 model = model or keras.models.load_model(path)
                 embeddings[name] = encoder_features(model.get_layer("encoder"), images[shown],
                                                     settings.batch_size)
 
+    reference = "baseline" if "baseline" in every else None
+    for name, verdict in sanity_checks.check_strong_gap(every, reference).items():
+        checks[name]["gradient_attacks_close_to_strong"] = verdict
     targets = "model predictions" if settings.use_predictions else "true labels"
     results = {
         "rows": rows, "checks": checks, "dataset": data.source, "n": int(len(labels)),
