@@ -53,8 +53,7 @@ import tensorflow as tf
 from attacks import strong
 from attacks.pgd import pgd
 from bench import timing
-from models import heads
-from models import resnet
+from bench import training_bench
 from pipeline import datasets
 
 EPSILON = 8 / 255
@@ -65,10 +64,8 @@ MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
 
 
 def classifier_network(width):
-    """encoder + classifier as one functional model: images in [0, 1] -> logits (random weights)."""
-    encoder = resnet.resnet18(IMAGE_SHAPE, MEAN, STD, width)
-    images = keras.Input(IMAGE_SHAPE, name="images")
-    return keras.Model(images, heads.classifier(NUM_CLASSES)(encoder(images)), name="network")
+    """The baseline's encoder + classifier as the training core builds it (random weights)."""
+    return training_bench.classifier_network(width)
 
 
 def _per_100(seconds, count):
