@@ -7,7 +7,7 @@ WORKDIR ?= runs/demo
 # apt-get needs root; anyone else gets it through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-slow bench bazel-test venv
+.PHONY: reproduce demo test test-slow bench bazel-test venv
 
 $(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +23,24 @@ venv: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) run.py --stage all --config configs/demo.py --workdir $(WORKDIR)
 
+# The experiment on real photos (configs/real_photos.py): about 3 hours of training on two
+# cores, resumed from runs/real_photos after any interruption, then copied to results/.
+reproduce: $(VENV)/.installed
+	$(PY) run.py --stage compare --config configs/real_photos.py --workdir runs/real_photos
+	$(PY) tools/publish_results.py runs/real_photos results/real_photos
+
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 
 test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m slow --run-slow tests
 
+# Every figure of the Performance section, written to bench/results/<date>-<machine>.json and
+# bench/results.md. BENCH_FLAGS=--quick shortens it; BENCH_FLAGS=--demo also times `make demo`.
+# The PyTorch peer's rows need bench/.peer-venv (`make bench-peer` makes it), else say skipped.
+BENCH_FLAGS ?=
 bench: $(VENV)/.installed-test
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_FLAGS)
 
 # The same tests under Bazel (WORKSPACE, BUILD, .bazelrc), offline: Debian's Bazel 4 is installed
 # the first time, Python is .venv's (tools/python/venv.bzl), Bazel's cache stays in ~/.cache/bazel.

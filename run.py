@@ -1,10 +1,11 @@
 """Command line: `python run.py --stage STAGE --config CONFIG --workdir DIR`.
 
-Stages: data, baseline, pretrain, finetune, attack, export, all. Each is a function of
+Stages: data, baseline, pretrain, finetune, attack, export, all, tune. Each is a function of
 (config, workdir) in `stages/`; this file only reads flags, checks them and the config,
 and calls it. Exit status: 0 done, 2 a mistake the user can fix (one line on stderr,
 `error: ...`; the traceback with --verbose), 3 training diverged (one line saying where,
-and the checkpoint that was kept), 1 a bug (with its traceback).
+and the checkpoint that was kept), 4 under --strategy=multi_worker another worker stopped
+answering (one line; rerun every worker to resume), 1 a bug (with its traceback).
 
 Flags and the config are checked before TensorFlow is imported, so a mistake there is
 reported at once.
@@ -24,11 +25,12 @@ from ml_collections import config_flags
 from configs import schema
 from pipeline import errors
 
-STAGES = ("data", "baseline", "pretrain", "finetune", "attack", "export", "all")
+STAGES = ("data", "baseline", "pretrain", "finetune", "attack", "export", "all", "tune", "compare")
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.py")
 
 _STAGE = flags.DEFINE_enum("stage", "data", STAGES,
-                           "What to run; 'all' runs baseline, pretrain, finetune, attack, export.")
+                           "What to run; 'all' runs baseline, pretrain, finetune, attack, "
+                           "export; 'tune' searches the loss for robustness (Keras Tuner).")
 
 
 def _fail(message, status=errors.USER_ERROR_STATUS):
@@ -66,6 +68,10 @@ _DATA_DIR = flags.DEFINE_string(
     "a TFDS data_dir; overrides config.data.data_dir.")
 _PRECISION = flags.DEFINE_enum(
     "precision", None, list(schema.PRECISIONS), "Overrides config.train.precision.")
+_STRATEGY = flags.DEFINE_enum(
+    "strategy", None, list(schema.STRATEGIES),
+    "Overrides config.train.strategy: default (one device), mirrored (this host's GPUs), "
+    "multi_worker (the hosts in TF_CONFIG).")
 _SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks of user errors too.")
 
@@ -97,8 +103,11 @@ def resolved_config():
             config.data.data_dir = _DATA_DIR.value
         if _PRECISION.value is not None:
             config.train.precision = _PRECISION.value
+        if _STRATEGY.value is not None:
+            config.train.strategy = _STRATEGY.value
         if _SEED.value is not None:
             config.seed = _SEED.value
+        schema.split_text_lists(config)
     return schema.validate(config)
 
 
@@ -130,6 +139,13 @@ def main(argv):
         if _VERBOSE.value:
             raise
         _fail(error, errors.DIVERGED_STATUS)
+    except errors.WorkerLost as error:
+        if _VERBOSE.value:
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # A normal exit would wait in TensorFlow's shutdown barrier for the lost worker.
+        os._exit(errors.WORKER_LOST_STATUS)
 
 
 def entry_point():

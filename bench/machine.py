@@ -5,6 +5,7 @@ compared with.
 
 import os
 import platform
+import re
 
 import keras
 import tensorflow as tf
@@ -25,6 +26,36 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+# The instruction sets the figures depend on: AVX-512 (oneDNN's fast float32 kernels) and the
+# bfloat16 instructions that make mixed_bfloat16 worth having on a CPU.
+FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_flags():
+    """The /proc/cpuinfo flags of FLAGS_OF_INTEREST this CPU has."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return []
+    return [flag for flag in FLAGS_OF_INTEREST if flag in flags]
+
+
+def slug(model=None, cores=None):
+    """A short name for result files: the CPU model's words and the core count, e.g. amd-epyc-2c.
+
+    Trademarks, clock speeds and words such as "Processor" or "96-Core" are left out, and
+    at most four words are kept: "Intel(R) Xeon(R) Platinum 8480+ @ 2.0GHz" on 16 cores
+    gives intel-xeon-platinum-8480-16c.
+    """
+    model = cpu_model() if model is None else model
+    cores = timing.CORES if cores is None else cores
+    text = re.sub(r"\((r|tm)\)|\b\d+-core\b|@.*$", " ", model.lower())
+    words = [word for word in re.split(r"[^a-z0-9]+", text)
+             if word and word not in ("cpu", "processor", "core")]
+    return "-".join(words[:4] + [f"{cores}c"])
+
+
 def load_average():
     """The 1-minute load average: above the core count, other programs share the CPUs."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -36,11 +67,15 @@ def describe():
         "cpu_model": cpu_model(),
         "cores": timing.CORES,
         "cpu_bfloat16": precision.cpu_has_bfloat16(),
+        "cpu_flags": cpu_flags(),
+        "slug": slug(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "precision_auto_resolves_to": precision.resolve("auto"),
+        "precision_auto_by_width": {str(width): precision.resolve("auto", width)
+                                    for width in (0.25, 0.5, 1.0)},
     }
 
 

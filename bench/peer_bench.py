@@ -16,7 +16,10 @@ only with AVX512_BF16 or AMX) and each width (1/4 and 1), with B = 128:
    whole comparison. A ratio above 1 means the project's step is the faster.
 
 Both sides use every core (TensorFlow's default pools; torch.set_num_threads(cores)).
-Importing torch beside TensorFlow slows neither (measured; see bench/README.md).
+Importing torch beside TensorFlow slows neither (measured; see bench/README.md). On a
+machine that other programs keep busy, torch's OpenMP threads spin-wait by default and
+lose much of their time to it: `OMP_WAIT_POLICY=PASSIVE` in the environment avoids that
+(TensorFlow does not use OpenMP); the result records the setting.
 
 Needs torch: `make bench-peer` installs it in bench/.peer-venv (with the project) and runs
 this file; without torch, `run()` returns {"skipped": reason}.
@@ -152,6 +155,9 @@ def run(widths=WIDTHS, workloads=WORKLOADS, batch_size=BATCH_SIZE, rounds=None, 
         "bfloat16": "yes" if "bfloat16" in precisions else
                     "n/a (no AVX512_BF16 or AMX on this CPU: bfloat16 would be emulated)",
         "torch_compile": "works" if compile_ok else compile_why,
+        # libgomp's threads spin while they wait (the default): on a busy machine that burns
+        # the time slices their partners need, and OMP_WAIT_POLICY=PASSIVE is much faster.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
         "load_average_before": machine.load_average(),
         "cases": [],
     }
@@ -205,7 +211,7 @@ def main(argv=None):
         print(f"torch {result['torch']} ({result['torch_threads']} threads, {result['torch_cpu_capability']}), "
               f"TensorFlow {result['tensorflow']}, Keras {result['keras']}; {result['cpu_model']}, "
               f"{result['cores']} cores; torch.compile: {result['torch_compile']}; "
-              f"bfloat16: {result['bfloat16']}")
+              f"bfloat16: {result['bfloat16']}; OMP_WAIT_POLICY: {result['omp_wait_policy']}")
         print(f"load average before / after: {result['load_average_before']:.2f} / "
               f"{result['load_average_after']:.2f}; {result['seconds']:.0f} s\n")
     print(table(result))

@@ -1,214 +1,314 @@
-"""Runs every benchmark in one process and writes bench/results.json and bench/results.md.
+"""Runs every benchmark and writes bench/results/<date>-<machine>.json and bench/results.md.
 
-    make bench        # or: .venv/bin/python bench/run_all.py [--skip_full_cifar10]
+    make bench                            # or: .venv/bin/python bench/run_all.py
+    make bench BENCH_FLAGS=--quick        # about a third of the time, fewer and shorter figures,
+                                          # written to bench/results/<date>-<machine>-quick.json
+    make bench BENCH_FLAGS=--demo         # also times `make demo` (10 more minutes)
 
-6 1/2 minutes on a 2-core machine that other programs kept busy (load average 6),
-including about 45 s decoding the CIFAR-10 JPEG copy. What is measured, each against its goal:
+Each figure of issue #11 is printed with its goal and whether it is met ("n/a" where this
+CPU cannot run it, "skipped"/"error" where its section did not run; a failing section
+never stops the others):
 
-1. the input pipeline alone: augmented views/s, >= 20,000 and >= 10x what training at
-   width 1/4 consumes (`input_pipeline_bench`);
-2. the custom contrastive train_step against a plain Keras fit: <= 1.05x (`train_step_bench`);
-3. full-width float32 training against the float32 matmul rate: >= 75% (`training_bench`);
-4. FGSM and PGD-10 against a clean forward pass: FGSM <= 2.5x, PGD about k + 1 = 11x
-   (`attack_bench`).
+1. the project's training steps against the PyTorch peer a user would pick instead,
+   >= 1.0 (`peer_bench`, run with bench/.peer-venv's Python, which has torch: `make
+   bench-peer` makes it; without it the rows say "skipped");
+2. the custom contrastive train_step's speed against a plain Keras fit, >= 0.95 (`train_step_bench`);
+3. full-width training FLOP/s against the measured matmul FLOP/s, >= 75% (`training_bench`);
+4. the input pipeline against what training consumes, >= 10x (`input_pipeline_bench`);
+5. FGSM / clean forward <= 2.5 and PGD-10 / clean (`attack_bench`), with what bounds
+   FGSM: each convolution's input gradient against the convolution (`fgsm_ops_bench`);
+6. mixed_bfloat16 / float32 training >= 1.3, and `auto` never slower than float32
+   (`precision_bench`; "n/a" without AVX512_BF16 or AMX);
+7. peak memory of full-width training <= 2.5 GB and the seconds from process start to
+   the end of the first training step <= 15 s, each in a fresh `run.py` (`process_bench`);
+8. `make demo`'s wall time <= 10 min (`demo_bench`: carried from the newest result
+   that measured it, unless --demo);
+9. without a goal: the strong evaluation (ART) against PGD-10 (`strong_attack_bench`)
+   and training with 2 logical CPU replicas against 1 (`distribute_bench`).
 
-Every row also gives the share of the CPUs the benchmark got (its CPU seconds / (wall
-seconds x cores)). When other programs compete for the cores that share drops below 1
-and the wall-clock figures understate the machine; the figures per CPU-second are then
-the steadier ones.
+The machine is shared: each section records its wall seconds, its share of the CPUs (its
+CPU seconds / (wall seconds x cores)) and the load average before and after it; below a
+share of 0.8 other programs took part of the cores, the wall-clock figures understate
+the machine, and a warning says so. About 15 minutes on a quiet 2-core machine.
 """
 
 import argparse
 import datetime
+import json
 import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
+import traceback
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import attack_bench
+from bench import demo_bench
+from bench import fgsm_ops_bench
+from bench import figures
 from bench import input_pipeline_bench
 from bench import machine
+from bench import precision_bench
+from bench import process_bench
+from bench import timing
 from bench import train_step_bench
 from bench import training_bench
 from stages import atomic_files
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH_DIR)
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+PEER_PYTHON = os.path.join(BENCH_DIR, ".peer-venv", "bin", "python")
 # Below this CPU share, other programs took a noticeable part of the cores.
 CONTENDED_SHARE = 0.8
 
-
-def _row(measure, figure, goal="", ratio=None, met=None, share=None):
-    return {"measure": measure, "figure": figure, "goal": goal,
-            "ratio": "" if ratio is None else f"{ratio:.2f}",
-            "met": "" if met is None else ("yes" if met else "NO"),
-            "cpu_share": "" if share is None else f"{share:.2f}"}
-
-
-def table_rows(results):
-    """The printed table: one row per figure, with its goal and ratio where it has one."""
-    rows = []
-    training = results["training"]
-    step = results["train_step"]
-    attack = results["attack"]
-    pipeline = results["input_pipeline"]
-    quarter = step["plain_images_per_second"]
-
-    for name, source in pipeline["sources"].items():
-        label = f"1. pipeline, {name} ({source['train_images']:,} images)"
-        rate = source["views_per_second"]
-        rows.append(_row(label + ": views/s", f"{rate:,.0f}", f">= {pipeline['goal_views_per_second']:,}",
-                         rate / pipeline["goal_views_per_second"],
-                         rate >= pipeline["goal_views_per_second"], source["cpu_share"]))
-        rows.append(_row(label + ": / training at width 1/4", f"{rate / quarter:.1f}x",
-                         f">= {pipeline['goal_times_training']}x",
-                         rate / quarter / pipeline["goal_times_training"],
-                         rate / quarter >= pipeline["goal_times_training"]))
-        rows.append(_row(label + ": views per CPU-second x cores",
-                         f"{rate / source['cpu_share']:,.0f}", "(if it had every core)"))
-
-    rows.append(_row(f"2. custom train_step, {step['images_per_step']} images/step",
-                     f"{train_step_bench.timing.median(step['custom_seconds_per_step']):.3f} s/step",
-                     share=step["cpu_share"]))
-    rows.append(_row("2. plain Keras fit, same network and images",
-                     f"{train_step_bench.timing.median(step['plain_seconds_per_step']):.3f} s/step"))
-    rows.append(_row("2. custom / plain (median of paired steps)", f"{step['ratio']:.3f}",
-                     f"<= {step['goal_ratio']}", step["ratio"] / step["goal_ratio"],
-                     step["ratio"] <= step["goal_ratio"]))
-    rows.append(_row("2. custom / plain in CPU seconds", f"{step['cpu_ratio']:.3f}",
-                     f"<= {step['goal_ratio']}", step["cpu_ratio"] / step["goal_ratio"],
-                     step["cpu_ratio"] <= step["goal_ratio"]))
-
-    rows.append(_row("3. float32 matmul 4096^3",
-                     f"{training['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s",
-                     share=training["matmul_cpu_share"]))
-    rows.append(_row("3. forward FLOPs per image, width 1 (conv + dense)",
-                     f"{training['forward_flops_per_image'] / 1e9:.3f} G"))
-    full = training["width_1"]
-    rows.append(_row(f"3. training width 1, batch {full['batch_size']}",
-                     f"{full['images_per_second']:.1f} images/s", share=full["cpu_share"]))
-    rows.append(_row("3. utilisation = 3 x forward FLOPs x images/s / matmul",
-                     f"{training['utilisation']:.1%}", f">= {training['goal_utilisation']:.0%}",
-                     training["utilisation"] / training["goal_utilisation"],
-                     training["utilisation"] >= training["goal_utilisation"]))
-    rows.append(_row("3. utilisation per CPU-second",
-                     f"{training['utilisation_per_cpu_second']:.1%}",
-                     f">= {training['goal_utilisation']:.0%}",
-                     training["utilisation_per_cpu_second"] / training["goal_utilisation"],
-                     training["utilisation_per_cpu_second"] >= training["goal_utilisation"]))
-    rows.append(_row("3. training width 1/4 (plain fit of item 2)", f"{quarter:.1f} images/s"))
-    rows.append(_row("3. pretrain width 1/4 (custom step of item 2)",
-                     f"{step['custom_images_per_second']:.1f} views/s"))
-
-    seconds = attack["seconds"]
-    k = attack["pgd_steps"]
-    rows.append(_row(f"4. clean forward, {attack['batch_size']} images", f"{seconds['clean']:.3f} s",
-                     share=attack["cpu_share"]))
-    rows.append(_row("4. FGSM", f"{seconds['fgsm']:.3f} s"))
-    rows.append(_row(f"4. PGD-{k}", f"{seconds['pgd']:.3f} s"))
-    rows.append(_row("4. FGSM / clean", f"{attack['fgsm_ratio']:.2f}", f"<= {attack['goal_fgsm_ratio']}",
-                     attack["fgsm_ratio"] / attack["goal_fgsm_ratio"],
-                     attack["fgsm_ratio"] <= attack["goal_fgsm_ratio"]))
-    rows.append(_row("4. FGSM / clean in CPU seconds", f"{attack['fgsm_cpu_ratio']:.2f}",
-                     f"<= {attack['goal_fgsm_ratio']}", attack["fgsm_cpu_ratio"] / attack["goal_fgsm_ratio"],
-                     attack["fgsm_cpu_ratio"] <= attack["goal_fgsm_ratio"]))
-    rows.append(_row("4. FGSM / clean, each further epsilon in the evaluator (gradient shared)",
-                     f"{attack['fgsm_shared_gradient_ratio']:.2f}"))
-    if "fgsm_no_xla_ratio" in attack:
-        rows.append(_row("4. FGSM / clean, both without XLA (for comparison)",
-                         f"{attack['fgsm_no_xla_ratio']:.2f} (FGSM {seconds['fgsm_no_xla']:.3f} s)",
-                         f"<= {attack['goal_fgsm_ratio']}",
-                         attack["fgsm_no_xla_ratio"] / attack["goal_fgsm_ratio"],
-                         attack["fgsm_no_xla_ratio"] <= attack["goal_fgsm_ratio"]))
-    rows.append(_row(f"4. PGD-{k} / clean", f"{attack['pgd_ratio']:.2f}", f"about k + 1 = {k + 1}",
-                     attack["pgd_ratio_per_k_plus_1"]))
-    rows.append(_row(f"4. PGD-{k} / clean in CPU seconds", f"{attack['pgd_cpu_ratio']:.2f}",
-                     f"about k + 1 = {k + 1}", attack["pgd_cpu_ratio"] / (k + 1)))
-    rows.append(_row(f"4. PGD-{k} / ({k} x FGSM + clean)", f"{attack['pgd_over_k_fgsm_plus_clean']:.2f}",
-                     "about 1"))
-    return rows
+# Runs another engineer's bench module in a fresh process and writes what its run() returns
+# as JSON: a module that does not exist (yet) gives {"skipped": ...}, one that fails {"error": ...}.
+_CHILD = """
+import json, sys, traceback
+sys.path.insert(0, sys.argv[1])
+module, out, kwargs = sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+try:
+    import importlib
+    run = importlib.import_module("bench." + module).run
+except ModuleNotFoundError as error:
+    result = {"skipped": f"bench/{module}.py cannot be imported ({error})"}
+else:
+    try:
+        result = run(**kwargs)
+    except Exception as error:
+        traceback.print_exc()
+        result = {"error": f"{type(error).__name__}: {error}"}
+with open(out, "w") as f:
+    json.dump(result, f, default=str)
+"""
 
 
-COLUMNS = (("measure", "measure"), ("figure", "figure"), ("goal", "goal"),
-           ("ratio", "ratio to goal"), ("met", "met"), ("cpu_share", "CPU share"))
+# A child's time limit: generous, since on a busy shared machine the peer and the strong
+# attacks take several times their quiet-machine 5-10 minutes.
+CHILD_TIMEOUT_SECONDS = 4 * 3600
 
 
-def text_table(rows):
-    widths = [max(len(title), *(len(row[key]) for row in rows)) for key, title in COLUMNS]
-    lines = ["  ".join(title.ljust(width) for (_, title), width in zip(COLUMNS, widths))]
+def in_child(module, python=sys.executable, timeout=CHILD_TIMEOUT_SECONDS, **kwargs):
+    """`bench.<module>.run(**kwargs)` in a fresh process of `python`; its result, and its CPU seconds."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as folder:
+        out = os.path.join(folder, "result.json")
+        command = [python, "-c", _CHILD, REPO, module, out, json.dumps(kwargs)]
+        completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        if not os.path.exists(out):
+            tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
+            return {"error": f"status {completed.returncode}: {' / '.join(tail)}"}
+        with open(out) as f:
+            return json.load(f)
+
+
+def sections(args):
+    """(name, function) of each benchmark, in the order they run."""
+    quick = args.quick
+    peer_kwargs = {"widths": [0.25]} if quick else {}
+    # 50 images instead of the module's 100 halve its time; its figures stay per 100 images.
+    strong = ((lambda: {"skipped": "--quick"}) if quick
+              else (lambda: in_child("strong_attack_bench", count=50)))
+    return (
+        # The width-1/4 training rate comes from train_step's plain fit: the same network,
+        # loss and optimiser, so it is not measured twice.
+        ("training", lambda: training_bench.run(quarter_width=False,
+                                                max_seconds=10.0 if quick else 15.0)),
+        ("train_step", lambda: train_step_bench.run(rounds=4 if quick else 6)),
+        ("attack", lambda: attack_bench.run(rounds=2 if quick else 3, no_xla=not quick)),
+        ("fgsm_ops", lambda: fgsm_ops_bench.run(rounds=3)),
+        ("input_pipeline", lambda: input_pipeline_bench.run(
+            full_cifar10=not (quick or args.skip_full_cifar10))),
+        ("precision", precision_bench.run),
+        ("process", lambda: process_bench.run(startup_runs=1 if quick else 2,
+                                              memory_steps=2 if quick else 3)),
+        ("peer", lambda: in_child("peer_bench", python=PEER_PYTHON if os.path.exists(PEER_PYTHON)
+                                  else sys.executable, **peer_kwargs)),
+        ("strong_attack", strong),
+        ("distribute", lambda: in_child("distribute_bench")),
+        ("demo", lambda: demo_bench.run(measure_now=args.demo)),
+    )
+
+
+def run_section(function):
+    """(result, record): the section's result (or {"error": ...}) and its seconds, CPU share and load."""
+    record = {"load_average_before": machine.load_average()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    try:
+        result = function()
+    except Exception as error:  # One failing section must not lose the others' figures.
+        traceback.print_exc()
+        result = {"error": f"{type(error).__name__}: {error}"}
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (time.process_time() - cpu_start + after.ru_utime - children.ru_utime
+           + after.ru_stime - children.ru_stime)
+    record.update({"seconds": wall, "cpu_share": timing.cpu_share(cpu, wall),
+                   "load_average_after": machine.load_average(),
+                   "status": next((key for key in ("skipped", "error", "not_applicable")
+                                   if key in result), "ok")})
+    return result, record
+
+
+def text_table(rows, columns):
+    widths = [max([len(title)] + [len(row[key]) for row in rows]) for key, title in columns]
+    lines = ["  ".join(title.ljust(width) for (_, title), width in zip(columns, widths)).rstrip()]
     lines.append("  ".join("-" * width for width in widths))
     for row in rows:
-        lines.append("  ".join(row[key].ljust(width) for (key, _), width in zip(COLUMNS, widths)))
+        lines.append("  ".join(row[key].ljust(width) for (key, _), width in zip(columns, widths)).rstrip())
     return "\n".join(lines)
 
 
-def markdown_table(rows):
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row[key] for key, _ in COLUMNS) + " |" for row in rows]
+def markdown_table(rows, columns):
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row[key].replace("|", "/") for key, _ in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def machine_lines(description, results):
-    shares = [float(row["cpu_share"]) for row in results["table"] if row["cpu_share"]]
-    lines = [f"machine: {description['cpu_model']}, {description['cores']} cores, "
-             f"CPU bfloat16: {'yes' if description['cpu_bfloat16'] else 'no'}, GPUs: {description['gpus']}",
+GOAL_COLUMNS = (("figure", "figure"), ("measured", "measured"), ("goal", "goal"), ("met", "met"),
+                ("cpu_share", "CPU share"), ("note", "note"))
+DETAIL_COLUMNS = (("figure", "figure"), ("measured", "measured"), ("cpu_share", "CPU share"),
+                  ("note", "note"))
+
+
+def printed(rows, columns):
+    """The table for the terminal: numbered rows, each note on a line of its own below the table."""
+    numbered = [{**row, "number": str(index)} for index, row in enumerate(rows, 1)]
+    table = text_table(numbered, (("number", "#"),) + tuple(c for c in columns if c[0] != "note"))
+    notes = [f"{row['number']}. {row['note']}" for row in numbered if row["note"]]
+    return table + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def header_lines(results):
+    description = results["machine"]
+    auto = ", ".join(f"width {width}: {policy}"
+                     for width, policy in description["precision_auto_by_width"].items())
+    lines = [f"machine: {description['cpu_model']} ({description['slug']}), {description['cores']} cores, "
+             f"flags: {' '.join(description['cpu_flags']) or 'none of interest'}, CPU bfloat16: "
+             f"{'yes' if description['cpu_bfloat16'] else 'no'}, GPUs: {description['gpus']}",
              f"software: Python {description['python']}, TensorFlow {description['tensorflow']}, "
              f"Keras {description['keras']}",
-             f"precision: every figure in float32; --precision=auto picks "
-             f"{description['precision_auto_resolves_to']} on this machine",
-             f"load average (1 min) before / after: {results['load_average_before']:.2f} / "
-             f"{results['load_average_after']:.2f}; total {results['seconds']:.0f} s"]
-    if shares and min(shares) < CONTENDED_SHARE:
-        lines.append(f"WARNING: other programs competed for the CPUs (lowest CPU share "
-                     f"{min(shares):.2f}); the wall-clock figures understate this machine, the "
-                     "ratios per CPU-second are the steadier ones.")
+             f"precision: figures in float32 unless named; --precision=auto picks {auto}",
+             f"command: `{results['command']}`; total {results['seconds'] / 60:.1f} min; load average "
+             f"(1 min) before / after: {results['load_average_before']:.2f} / "
+             f"{results['load_average_after']:.2f}"]
+    contended = {name: record["cpu_share"] for name, record in results["sections"].items()
+                 if record["status"] == "ok" and record["cpu_share"] < CONTENDED_SHARE
+                 and name != "demo"}
+    if contended:
+        lines.append("WARNING: other programs competed for the CPUs (CPU share below "
+                     f"{CONTENDED_SHARE} in: " + ", ".join(f"{name} {share:.2f}"
+                                                          for name, share in contended.items())
+                     + "); the wall-clock figures understate this machine, the ratios from CPU "
+                       "seconds are the steadier ones. Re-measure on a quiet machine.")
     return lines
 
 
-def sections(skip_full_cifar10):
-    """(name, function) of each benchmark, in the order they run."""
-    return (
-        # Item 3's width-1/4 rate comes from item 2's plain fit: the same network, loss and
-        # optimiser, so it is not measured twice.
-        ("training", lambda: training_bench.run(quarter_width=False)),
-        ("train_step", train_step_bench.run),
-        ("attack", attack_bench.run),
-        ("input_pipeline", lambda: input_pipeline_bench.run(full_cifar10=not skip_full_cifar10)),
-    )
+def section_lines(results):
+    return [f"{name}: {record['status']}, {record['seconds']:.0f} s, CPU share {record['cpu_share']:.2f}, "
+            f"load {record['load_average_before']:.1f} -> {record['load_average_after']:.1f}"
+            for name, record in results["sections"].items()]
+
+
+def markdown(results, json_name):
+    lines = ["# Benchmark results", "",
+             f"`{results['command']}`, {results['date']}; every figure in "
+             f"[`results/{json_name}`](results/{json_name}).", ""]
+    lines += [f"- {line}" for line in header_lines(results)]
+    lines += ["", "## Issue #11's figures", "", markdown_table(results["goals"], GOAL_COLUMNS), "",
+              "## Details", "", markdown_table(results["details"], DETAIL_COLUMNS), "",
+              "## Sections", ""]
+    lines += [f"- {line}" for line in section_lines(results)]
+    return "\n".join(lines) + "\n"
+
+
+def report(results):
+    """Computes the tables of `results` (from its measured sections) and prints them."""
+    results["goals"] = figures.goal_rows(results)
+    results["details"] = figures.detail_rows(results)
+    print("\n" + "\n".join(header_lines(results)))
+    print("\nIssue #11's figures\n\n" + printed(results["goals"], GOAL_COLUMNS))
+    print("\nDetails\n\n" + printed(results["details"], DETAIL_COLUMNS))
+
+
+def write(results, path, latest):
+    """Writes the JSON to `path` and, if `latest`, bench/results.md for it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_files.write_json(path, results)
+    written = [path]
+    if latest:
+        # bench/results.md always shows the newest full run; the README points to it.
+        written.append(os.path.join(BENCH_DIR, "results.md"))
+        atomic_files.write_text(written[-1], markdown(results, os.path.basename(path)))
+    print(f"\nwrote {', '.join(written)}")
+
+
+def measure(args, parser, argv):
+    start = time.perf_counter()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    flags = " ".join(argv if argv is not None else sys.argv[1:])
+    results = {"date": now.isoformat(timespec="seconds"),
+               "command": "make bench" + (f" BENCH_FLAGS='{flags}'" if flags else ""),
+               "quick": args.quick,
+               "machine": machine.describe(), "load_average_before": machine.load_average(),
+               "sections": {}}
+    chosen = sections(args)
+    unknown = set(args.only or []).union(args.skip) - {name for name, _ in chosen}
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {[name for name, _ in chosen]}")
+    if args.only:
+        chosen = [(name, function) for name, function in chosen if name in args.only]
+    chosen = [(name, (lambda: {"skipped": "--skip"}) if name in args.skip else function)
+              for name, function in chosen]
+    for name, function in chosen:
+        print(f"measuring {name} ...", flush=True)
+        results[name], results["sections"][name] = run_section(function)
+        print(f"  {section_lines({'sections': {name: results['sections'][name]}})[0]}", flush=True)
+    results["load_average_after"] = machine.load_average()
+    results["seconds"] = time.perf_counter() - start
+    return results, now
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="shorter timings, the peer at width 1/4 only, no full CIFAR-10 copy, "
+                             "no strong-attack section")
+    parser.add_argument("--demo", action="store_true",
+                        help="also run and time `make demo` (else its last measured figure is carried)")
     parser.add_argument("--skip_full_cifar10", action="store_true",
                         help="measure the input pipeline on the embedded sample only")
+    parser.add_argument("--only", nargs="+", metavar="SECTION",
+                        help="run only these sections (the results are then not written under "
+                             "bench/results/ unless --output is given)")
+    parser.add_argument("--skip", nargs="+", metavar="SECTION", default=[],
+                        help="leave these sections out (their rows say skipped)")
+    parser.add_argument("--output", help="write the JSON here instead of bench/results/<date>-<machine>.json")
+    parser.add_argument("--render", metavar="JSON",
+                        help="measure nothing: recompute the tables of this results file, print "
+                             "them and rewrite it (and bench/results.md, unless it is a --quick one)")
     args = parser.parse_args(argv)
 
-    start = time.perf_counter()
-    description = machine.describe()
-    results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "command": "make bench",
-               "machine": description, "load_average_before": machine.load_average()}
-    for name, function in sections(args.skip_full_cifar10):
-        section_start = time.perf_counter()
-        print(f"measuring {name} ...", flush=True)
-        results[name] = function()
-        results[name]["section_seconds"] = time.perf_counter() - section_start
-        results[name]["load_average_after"] = machine.load_average()
-    results["load_average_after"] = machine.load_average()
-    results["seconds"] = time.perf_counter() - start
-    results["table"] = table_rows(results)
-
-    header = machine_lines(description, results)
-    print("\n" + "\n".join(header) + "\n\n" + text_table(results["table"]))
-    atomic_files.write_json(os.path.join(BENCH_DIR, "results.json"), results)
-    markdown = ["# Benchmark results", "", f"`{results['command']}`, {results['date']}", ""]
-    markdown += [f"- {line}" for line in header]
-    markdown += ["", markdown_table(results["table"]), ""]
-    atomic_files.write_text(os.path.join(BENCH_DIR, "results.md"), "\n".join(markdown))
-    print(f"\nwrote {os.path.join(BENCH_DIR, 'results.json')} and results.md")
+    if args.render:
+        with open(args.render) as f:
+            results = json.load(f)
+        report(results)
+        write(results, args.render, latest=not results.get("quick"))
+        return
+    results, now = measure(args, parser, argv)
+    report(results)
+    if args.only and not args.output:
+        print("\n(--only: nothing written)")
+        return
+    suffix = "-quick" if args.quick else ""
+    path = args.output or os.path.join(RESULTS_DIR, f"{now:%Y-%m-%d}-{results['machine']['slug']}{suffix}.json")
+    write(results, path, latest=not (args.output or args.quick))
 
 
 if __name__ == "__main__":

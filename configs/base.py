@@ -7,6 +7,8 @@ config is written next to each stage's results as `config.json`.
 
 import ml_collections
 
+from attacks.table import ATTACKS
+
 
 def base_config():
     config = ml_collections.ConfigDict()
@@ -29,6 +31,7 @@ def base_config():
 
     config.model = ml_collections.ConfigDict(dict(
         width=1.0,  # Multiplier of ResNet-18's channels; 1.0 is the paper's network.
+        sync_batchnorm=True,  # Over several replicas: BatchNorm statistics of the global batch.
     ))
 
     # total = ce_weight * CE + supcon_weight * SupCon + margin_weight * Margin (pretrain).
@@ -39,6 +42,9 @@ def base_config():
         temperature=0.1,
         margin_form="pairwise",  # pairwise (Hadsell et al. 2006) or additive (SupCon with margin).
         margin=1.0,  # Distance in [0, 2] (pairwise) or similarity margin (additive).
+        # Over several replicas: each replica's anchors against the global batch (global) or
+        # against its own share only (local, for comparison).
+        gather="global",
     ))
 
     # baseline and pretrain share this schedule, so that they differ only in the loss.
@@ -54,6 +60,10 @@ def base_config():
         warmup_epochs=5,
         precision="auto",  # auto, float32, mixed_float16 or mixed_bfloat16.
         jit_compile="auto",  # auto (XLA on a GPU, not on a CPU), true or false.
+        # default (one device), mirrored (this host's GPUs) or multi_worker (hosts in
+        # TF_CONFIG); batch_size stays the global batch whatever the replica count.
+        strategy="default",
+        cpu_replicas=1,  # On a host without GPUs: logical CPU replicas for mirrored (tests).
     ))
 
     config.finetune = ml_collections.ConfigDict(dict(
@@ -67,7 +77,18 @@ def base_config():
     config.attack = ml_collections.ConfigDict(dict(
         models=("baseline", "pretrain", "finetune"),
         attacks=("fgsm", "pgd"),  # Names from attacks/table.py, weakest first.
+        # Images each attack runs on: a seeded subset (nested: a smaller one lies inside a
+        # larger one) for slow attacks; 0 runs it on every test image.
+        subsets=ml_collections.ConfigDict({name.replace("-", "_"): 0 for name in ATTACKS}),
         epsilons=(0, 1, 2, 4, 8, 16),  # Out of 255.
+        # The "aa-like" attack (add it to `attacks`): ART's APGD-CE, APGD-DLR and Square,
+        # each on the images the ones before left correct (attacks/strong.py).
+        strong=ml_collections.ConfigDict(dict(
+            attacks=("apgd-ce", "apgd-dlr", "square"),
+            apgd_steps=100,  # AutoAttack's standard budget.
+            apgd_restarts=1,
+            square_queries=1000,  # AutoAttack uses 5,000; see attacks/strong.py for the cost.
+        )),
         pgd_steps=10,
         pgd_step_size=0.0,  # Out of 255; 0 uses 2.5 * epsilon / steps (Madry et al.).
         pgd_restarts=1,
@@ -82,6 +103,29 @@ def base_config():
         model="finetune",  # Which stage's model to export.
         name="supcon_resnet18",
     ))
+
+    # Stage `tune`: Keras Tuner searches the loss for robustness on the validation split.
+    # Each trial trains pretrain's model for tune.epochs and scores it by its accuracy under
+    # tune.attack at tune.epsilon; a trial whose clean accuracy is below
+    # tune.min_clean_accuracy does not qualify. Ranges are (low, high); low == high fixes it.
+    config.tune = ml_collections.ConfigDict(dict(
+        algorithm="bayesian",  # random, bayesian or hyperband.
+        max_trials=20,  # The trial budget (hyperband: at most this many).
+        epochs=10,  # Per trial (hyperband: the most a trial trains); the best is retrained in full.
+        margin_forms=("pairwise", "additive"),  # The loss.margin_form values searched.
+        pairwise_margin=(0.5, 2.0),  # loss.margin for pairwise: a distance in [0, 2].
+        additive_margin=(0.0, 0.4),  # loss.margin for additive: a cosine margin in [0, 1].
+        temperature=(0.05, 0.5),  # loss.temperature, sampled on a log scale.
+        supcon_weight=(0.0, 2.0),  # loss.supcon_weight.
+        margin_weight=(0.0, 2.0),  # loss.margin_weight.
+        attack="pgd",  # The objective: pgd (attack.pgd_* settings) or fgsm.
+        epsilon=8.0,  # Out of 255.
+        min_clean_accuracy=0.3,  # The floor on clean validation accuracy.
+        validation_examples=1000,  # Validation images attacked per trial; 0: all.
+        jit_compile="auto",  # XLA for a trial's attack: auto (on a GPU only), true or false.
+        trials_per_process=1,  # A fresh process every this many trials (memory); 0: one for all.
+        overwrite=False,  # True: start the search afresh (deletes WORKDIR/tune/search and trials).
+    ))
     return config
 
 
@@ -93,4 +137,5 @@ def shrink_for_smoke(config):
     config.finetune.epochs = 1
     config.attack.update(epsilons=(0, 8), pgd_steps=2, max_examples=64, batch_size=32,
                          embedding_examples=64)
+    config.tune.update(max_trials=3, epochs=1, validation_examples=32, min_clean_accuracy=0.0)
     return config

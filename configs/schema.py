@@ -13,6 +13,7 @@ is reported instantly, before seconds of start-up.
 import dataclasses
 import numbers
 
+from attacks.table import ATTACKS
 from pipeline.errors import UserError
 
 
@@ -106,8 +107,27 @@ class Items:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A range (low, high) of two numbers, each satisfying `bound`, with low <= high."""
+
+    bound: Number
+
+    def problem(self, value):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != 2:
+            return "must be two numbers low,high"
+        for item in value:
+            problem = self.bound.problem(item)
+            if problem:
+                return f"item {item!r} {problem}"
+        if value[0] > value[1]:
+            return "must have low <= high"
+        return None
+
+
 TRAINING_STAGES = ("baseline", "pretrain", "finetune")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 MARGIN_FORMS = ("pairwise", "additive")
 # The margin's meaning depends on its form: a Euclidean distance between unit vectors
 # (pairwise) or a cosine-similarity margin (additive).
@@ -135,6 +155,7 @@ FIELDS = {
     "data.grayscale_probability": _FRACTION,
 
     "model.width": Number(float, 0.0, 4.0, open_low=True),
+    "model.sync_batchnorm": Flag(),
 
     "loss.ce_weight": Number(float, 0.0, 100.0),
     "loss.supcon_weight": Number(float, 0.0, 100.0),
@@ -142,6 +163,7 @@ FIELDS = {
     "loss.temperature": Number(float, 0.0, 10.0, open_low=True),
     "loss.margin_form": Choice(MARGIN_FORMS),
     "loss.margin": Number(float, 0.0, 2.0),  # Narrowed by form in `_check_relations`.
+    "loss.gather": Choice(("global", "local")),
 
     "train.batch_size": Number(int, 2),
     "train.epochs": _POSITIVE,
@@ -154,6 +176,8 @@ FIELDS = {
     "train.warmup_epochs": _COUNT,
     "train.precision": Choice(PRECISIONS),
     "train.jit_compile": Choice(("auto", True, False)),
+    "train.strategy": Choice(STRATEGIES),
+    "train.cpu_replicas": Number(int, 1, 64),
 
     "finetune.mode": Choice(("linear", "full")),
     "finetune.epochs": _POSITIVE,
@@ -162,8 +186,13 @@ FIELDS = {
     "finetune.warmup_epochs": _COUNT,
 
     "attack.models": Items(Choice(TRAINING_STAGES), min_length=1, unique=True),
-    "attack.attacks": Items(Text(), min_length=1, unique=True),  # Names checked against the table.
+    "attack.attacks": Items(Choice(tuple(ATTACKS)), min_length=1, unique=True),
     "attack.epsilons": Items(Number(float, 0.0, 255.0), min_length=1, unique=True),
+    **{f"attack.subsets.{name.replace('-', '_')}": _COUNT for name in ATTACKS},
+    "attack.strong.attacks": Items(Choice(("apgd-ce", "apgd-dlr", "square")), min_length=1, unique=True),
+    "attack.strong.apgd_steps": _POSITIVE,
+    "attack.strong.apgd_restarts": _POSITIVE,
+    "attack.strong.square_queries": _POSITIVE,
     "attack.pgd_steps": _POSITIVE,
     "attack.pgd_step_size": Number(float, 0.0, 255.0),
     "attack.pgd_restarts": _POSITIVE,
@@ -175,6 +204,23 @@ FIELDS = {
 
     "export.model": Choice(TRAINING_STAGES),
     "export.name": Text(),
+
+    "tune.algorithm": Choice(("random", "bayesian", "hyperband")),
+    "tune.max_trials": _POSITIVE,
+    "tune.epochs": _POSITIVE,
+    "tune.margin_forms": Items(Choice(MARGIN_FORMS), min_length=1, unique=True),
+    "tune.pairwise_margin": Interval(MARGIN_RANGES["pairwise"]),
+    "tune.additive_margin": Interval(MARGIN_RANGES["additive"]),
+    "tune.temperature": Interval(Number(float, 0.0, 10.0, open_low=True)),
+    "tune.supcon_weight": Interval(Number(float, 0.0, 100.0)),
+    "tune.margin_weight": Interval(Number(float, 0.0, 100.0)),
+    "tune.attack": Choice(("pgd", "fgsm")),
+    "tune.epsilon": Number(float, 0.0, 255.0, open_low=True),
+    "tune.min_clean_accuracy": _FRACTION,
+    "tune.validation_examples": _COUNT,
+    "tune.jit_compile": Choice(("auto", True, False)),
+    "tune.trials_per_process": _COUNT,
+    "tune.overwrite": Flag(),
 }
 
 
@@ -196,6 +242,19 @@ def _show(value):
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return str(value)
+
+
+def split_text_lists(config, fields=None):
+    """Splits "a,b" items of text-list fields: ml_collections reads `--config.x=a,b` as ("a,b",)."""
+    rules = dict(FIELDS, **(fields or {}))
+    for name, value in list(_leaves(config)):
+        rule = rules.get(name)
+        if (isinstance(rule, Items) and isinstance(value, (list, tuple))
+                and any(isinstance(item, str) and "," in item for item in value)):
+            items = tuple(part.strip() for item in value for part in str(item).split(",") if part.strip())
+            section, field = name.rsplit(".", 1)
+            config[section][field] = items
+    return config
 
 
 def validate(config, fields=None):

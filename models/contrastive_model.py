@@ -12,12 +12,25 @@ cross-entropy training (the `baseline` and `finetune` stages).
 A batch is `(images, labels)`; images [B, V, H, W, C] hold V augmented views of each
 image, which are stacked along the batch (view-major) before the forward pass, and the
 labels repeated, so each view's positives include the other views of its image.
+
+Under tf.distribute (`training.distributed_loop` runs `train_step` in each replica) the
+step sees the replica's share of the global batch. Keras's losses then return their
+value divided by the number of replicas, so that the optimiser's sum of the replicas'
+gradients is the gradient of the global mean; the contrastive terms compare the
+replica's anchors with the global batch (`models.contrast_set`). The trackers record
+each term times the replica count (its value on the replica's share), weighted by the
+share's size, so that reading them sums the replicas into the global batch's mean.
 """
 
 import keras
 import tensorflow as tf
 
 TERMS = ("ce_loss", "supcon_loss", "margin_loss")
+
+
+def replicas_in_sync():
+    """The replicas sharing a step: what Keras's losses divide by (and 1 on one device)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def flatten_views(images, labels):
@@ -83,9 +96,12 @@ class ContrastiveModel(keras.Model):
             terms["margin_loss"] = self.margin_loss(y, y_pred["embedding"])
         total = tf.add_n([self.weights_by_term[name] * value for name, value in terms.items()])
         if self.losses:
-            total += tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
+            # Per replica, like the terms: the replicas' gradients are summed.
+            regularisation = tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
+            total += regularisation / replicas_in_sync()
+        examples = tf.shape(y)[0]
         for name, value in terms.items():
-            self.term_trackers[name].update_state(value)
+            self.term_trackers[name].update_state(value * replicas_in_sync(), sample_weight=examples)
         return total
 
     def train_step(self, data):
@@ -109,7 +125,7 @@ class ContrastiveModel(keras.Model):
         return self._update_metrics(loss, labels, outputs)
 
     def _update_metrics(self, loss, labels, outputs, learning_rate=False):
-        self.loss_tracker.update_state(loss)
+        self.loss_tracker.update_state(loss * replicas_in_sync(), sample_weight=tf.shape(labels)[0])
         self.accuracy_tracker.update_state(labels, outputs["logits"])
         logs = {metric.name: metric.result() for metric in self.metrics}
         if learning_rate:

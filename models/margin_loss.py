@@ -15,31 +15,32 @@ they are `margin` away, after which they cost nothing.
 
 The other form ("additive") is SupCon with an additive margin on positive similarities,
 `SupConLoss(additive_margin=m)` in `models.supcon_loss`. `make_margin_loss` builds
-either from the config.
+either from the config. Under tf.distribute both take their pairs from the global batch
+(`gather="global"`, see `models.contrast_set`).
 """
 
 import keras
 import tensorflow as tf
 
+from models.contrast_set import GATHER_FORMS
+from models.contrast_set import contrast_set
 from models.supcon_loss import SupConLoss
 
 # Floor under squared distances before the square root: sqrt has an infinite slope at 0.
 _SQUARED_DISTANCE_FLOOR = 1e-12
 
 
-def pairwise_margin_per_anchor(labels, embeddings, margin):
-    """Per-anchor losses [N]: each anchor's mean over its N - 1 pairs (float32)."""
-    z = tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)
-    labels = tf.reshape(labels, [-1])
-    count = tf.shape(z)[0]
-    not_self = 1.0 - tf.eye(count)
-    same = tf.cast(tf.equal(labels[:, None], labels[None, :]), tf.float32)
+def pairwise_margin_per_anchor(labels, embeddings, margin, gather="global"):
+    """Per-anchor losses [n]: each anchor's mean over its N - 1 pairs (float32)."""
+    pairs = contrast_set(labels, embeddings, gather)
+    same = pairs.same_label
     # For unit vectors |a - b|^2 = 2 - 2 a.b; the floor keeps both it and sqrt's slope finite.
-    squared = tf.maximum(2.0 - 2.0 * tf.matmul(z, z, transpose_b=True), _SQUARED_DISTANCE_FLOOR)
+    squared = tf.maximum(2.0 - 2.0 * tf.matmul(pairs.anchors, pairs.contrast, transpose_b=True),
+                         _SQUARED_DISTANCE_FLOOR)
     distance = tf.sqrt(squared)
     pair_loss = same * squared + (1.0 - same) * tf.square(tf.nn.relu(margin - distance))
-    pairs = tf.cast(tf.maximum(count - 1, 1), tf.float32)
-    return tf.reduce_sum(pair_loss * not_self, axis=1) / pairs
+    others = tf.maximum(pairs.contrast_count - 1.0, 1.0)
+    return tf.reduce_sum(pair_loss * pairs.not_self, axis=1) / others
 
 
 @keras.saving.register_keras_serializable(package="supcon")
@@ -48,30 +49,34 @@ class MarginContrastiveLoss(keras.losses.Loss):
 
     Args:
         margin: the distance in [0, 2] beyond which different-class pairs cost nothing.
+        gather: "global" (pairs from the global batch under tf.distribute) or "local".
     """
 
-    def __init__(self, margin=1.0, name="margin_loss", **kwargs):
+    def __init__(self, margin=1.0, name="margin_loss", gather="global", **kwargs):
         if not 0.0 <= margin <= 2.0:
             raise ValueError(f"margin={margin}: distances between unit vectors lie in [0, 2].")
+        if gather not in GATHER_FORMS:
+            raise ValueError(f"gather={gather!r}: choose one of {', '.join(GATHER_FORMS)}.")
         super().__init__(name=name, dtype="float32", **kwargs)
         self.margin = float(margin)
+        self.gather = gather
 
     def call(self, y_true, y_pred):
-        return pairwise_margin_per_anchor(y_true, y_pred, self.margin)
+        return pairwise_margin_per_anchor(y_true, y_pred, self.margin, self.gather)
 
     def get_config(self):
         config = super().get_config()
-        config.update(margin=self.margin)
+        config.update(margin=self.margin, gather=self.gather)
         return config
 
 
 MARGIN_FORMS = ("pairwise", "additive")
 
 
-def make_margin_loss(form, margin, temperature):
+def make_margin_loss(form, margin, temperature, gather="global"):
     """The margin term chosen by `config.loss.margin_form`."""
     if form == "pairwise":
-        return MarginContrastiveLoss(margin)
+        return MarginContrastiveLoss(margin, gather=gather)
     if form == "additive":
-        return SupConLoss(temperature, additive_margin=margin, name="margin_loss")
+        return SupConLoss(temperature, additive_margin=margin, name="margin_loss", gather=gather)
     raise ValueError(f"margin form {form!r}: choose one of {', '.join(MARGIN_FORMS)}.")

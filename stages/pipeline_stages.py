@@ -16,6 +16,16 @@ def _export(config, workdir):
     return export.run(config, workdir)
 
 
+def _compare(config, workdir):
+    from stages import compare
+    return compare.run(config, workdir)
+
+
+def _tune(config, workdir):
+    from stages import tune
+    return tune.run(config, workdir)
+
+
 STAGES = {
     "data": data_stage.run,
     "baseline": train.run_baseline,
@@ -23,6 +33,8 @@ STAGES = {
     "finetune": train.run_finetune,
     "attack": _attack,
     "export": _export,
+    "compare": _compare,  # The paper's three models side by side (configs/real_photos.py).
+    "tune": _tune,  # Not part of "all": a search is run on purpose, then its best config.
 }
 
 

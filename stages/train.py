@@ -25,6 +25,7 @@ from pipeline.errors import UserError
 from stages import atomic_files
 from stages import data as data_stage
 from training import builders
+from training import distribute
 from training import fit as fit_lib
 from training import specs
 from training.run_context import run_context
@@ -33,9 +34,14 @@ INPUTS = "inputs.json"
 
 
 def float32_copy(model):
-    """The same functional model and weights with every layer in float32 (for saving)."""
+    """The same functional model and weights with every layer in float32 and Keras's own
+    BatchNormalization (for saving)."""
     def to_float32(node):
         if isinstance(node, dict):
+            if node.get("class_name") == "SyncBatchNormalization":
+                # Synchronisation only matters while training: saved as Keras's own layer.
+                node = {**node, "module": "keras.layers", "class_name": "BatchNormalization",
+                        "registered_name": None}
             if node.get("class_name") == "DTypePolicy":
                 return {**node, "config": {**node["config"], "name": "float32"}}
             return {key: to_float32(value) for key, value in node.items()}
@@ -128,12 +134,15 @@ def train(config, workdir, stage, callbacks=(), verbose=None):
         return finished
     atomic_files.write_json(os.path.join(out, INPUTS), inputs)
     atomic_files.write_json(os.path.join(out, "config.json"), json.loads(config.to_json_best_effort()))
+    # Before TensorFlow runs anything: see training.distribute.
+    strategy = distribute.strategy(config.train)
 
-    with run_context(config.seed, config.train.precision) as policy:
+    with run_context(config.seed, config.train.precision) as policy, strategy.scope():
         data, train_split, validation_split = data_stage.training_splits(config)
         info = builders.DataInfo.from_split(train_split, data.num_classes)
         plan = builders.schedule(config, spec)
-        inputs_data = builders.build_inputs(config, spec, train_split, validation_split)
+        inputs_data = builders.build_distributed_inputs(strategy, config, spec, train_split,
+                                                        validation_split)
         encoder = None
         if spec.init_from:
             encoder = builders.load_encoder(os.path.join(workdir, spec.init_from, "model.keras"),
@@ -141,16 +150,19 @@ def train(config, workdir, stage, callbacks=(), verbose=None):
         model = builders.compile_model(builders.build_model(config, spec, info, encoder),
                                        config, spec, inputs_data.steps_per_epoch)
         print(f"{stage}: {len(train_split)} training images, {inputs_data.steps_per_epoch} steps "
-              f"per epoch, {plan.epochs} epochs, precision policy {policy}", flush=True)
+              f"per epoch, {plan.epochs} epochs, precision policy {policy}, "
+              f"{distribute.describe(strategy)}", flush=True)
         history, images_per_second = fit_lib.fit(
             model, inputs_data, plan.epochs, out, stage,
             learning_rate_flag=f"--config.{spec.schedule or 'train'}.learning_rate",
             callbacks=callbacks, verbose=verbose)
-        atomic_files.save_model(float32_copy(model.classifier_model(name=stage)),
-                                os.path.join(out, "model.keras"))
+        trained = float32_copy(model.classifier_model(name=stage))
     final = {name: float(values[-1]) for name, values in history.items() if values}
     summary = {"stage": stage, "policy": policy, "train_images": len(train_split),
                "images_per_second": images_per_second, "final": final, "inputs": inputs}
+    if not distribute.is_chief(strategy):
+        return summary  # The chief writes the results (training.distribute).
+    atomic_files.save_model(trained, os.path.join(out, "model.keras"))
     atomic_files.write_json(os.path.join(out, "summary.json"), summary)
     if os.path.exists(os.path.join(out, fit_lib.DIVERGED_RECORD)):
         os.replace(os.path.join(out, fit_lib.DIVERGED_RECORD),

@@ -20,6 +20,7 @@ from models.contrastive_model import ContrastiveModel
 from models.supcon_loss import SupConLoss
 from pipeline import input_pipeline
 from pipeline.errors import UserError
+from training import distributed_loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +77,28 @@ def build_inputs(config, spec, train_split, validation_split=None, input_context
     batch = global_batch
     if input_context is not None:
         batch = input_context.get_per_replica_batch_size(global_batch)
-    train = input_pipeline.train_dataset(train_split, batch, config.seed, spec.views,
-                                         augmentation(config), repeat=True)
+    train = input_pipeline.train_dataset(train_split, global_batch, config.seed, spec.views,
+                                         augmentation(config), repeat=True,
+                                         input_context=input_context)
     validation = (input_pipeline.eval_dataset(validation_split, batch)
                   if validation_split is not None else None)
     steps = schedule(config, spec).steps_per_epoch or len(train_split) // global_batch
     return Inputs(train, validation, steps, global_batch * spec.views)
+
+
+def build_distributed_inputs(strategy, config, spec, train_split, validation_split=None):
+    """`build_inputs` for the replicas of `strategy`: each input pipeline (one per worker)
+    makes its replicas' shares of every global batch; validation batches of the global
+    size are split across the replicas by tf.distribute."""
+    plan = schedule(config, spec)
+    train = strategy.distribute_datasets_from_function(
+        lambda context: build_inputs(config, spec, train_split, input_context=context).train)
+    validation = None
+    if validation_split is not None:
+        validation = distributed_loop.distributed(
+            strategy, input_pipeline.eval_dataset(validation_split, plan.batch_size))
+    steps = plan.steps_per_epoch or len(train_split) // plan.batch_size
+    return Inputs(train, validation, steps, plan.batch_size * spec.views)
 
 
 def build_losses(config, spec):
@@ -89,15 +106,21 @@ def build_losses(config, spec):
     if not spec.contrastive:
         return dict(ce_weight=1.0)
     loss = config.loss
-    return dict(supcon_loss=SupConLoss(loss.temperature),
+    return dict(supcon_loss=SupConLoss(loss.temperature, gather=loss.gather),
                 margin_loss=margin_loss.make_margin_loss(loss.margin_form, loss.margin,
-                                                         loss.temperature),
+                                                         loss.temperature, loss.gather),
                 ce_weight=loss.ce_weight, supcon_weight=loss.supcon_weight,
                 margin_weight=loss.margin_weight)
 
 
+def sync_batchnorm(config):
+    """Synchronised BatchNorm: asked for, and more than one replica in the current strategy."""
+    return config.model.sync_batchnorm and tf.distribute.get_strategy().num_replicas_in_sync > 1
+
+
 def build_encoder(config, data_info):
-    return resnet.resnet18(data_info.image_shape, data_info.mean, data_info.std, config.model.width)
+    return resnet.resnet18(data_info.image_shape, data_info.mean, data_info.std, config.model.width,
+                           sync_batchnorm=sync_batchnorm(config))
 
 
 def load_encoder(path, config, data_info):
@@ -108,7 +131,8 @@ def load_encoder(path, config, data_info):
     saved = keras.models.load_model(path).get_layer("encoder")
     normalize = saved.get_layer("normalize").get_config()
     encoder = resnet.resnet18(data_info.image_shape, normalize["mean"],
-                              [v ** 0.5 for v in normalize["variance"]], config.model.width)
+                              [v ** 0.5 for v in normalize["variance"]], config.model.width,
+                              sync_batchnorm=sync_batchnorm(config))
     encoder.set_weights(saved.get_weights())
     return encoder
 

@@ -1,7 +1,8 @@
 """The fit seam: the one place a training run happens, with the callbacks every run needs.
 
-`fit` calls Keras `Model.fit` today; a custom loop under a distribution strategy plugs in
-here without the stages, the tuner or the bench noticing. Every run gets:
+`fit` runs `training.distributed_loop` (Keras's `Model.fit` fails under several workers)
+under the strategy the model was built in, one device or many; the stages, the tuner and
+the bench do not notice the difference. Every run gets:
 
 - resume: `BackupAndRestore` keeps the model and optimiser of the last finished epoch in
   OUT/backup (two copies); rerunning the same command continues from there;
@@ -9,6 +10,10 @@ here without the stages, the tuner or the bench noticing. Every run gets:
   message names the stage, epoch and step, and OUT/backup (the last good epoch) is kept;
   the run writes OUT/diverged.json for the rerun to find;
 - CSV (OUT/history.csv) and TensorBoard (OUT/logs) logs, and the images per second.
+
+Under several workers only the chief writes into OUT; the others restore from OUT/backup
+but write their checkpoints and logs into temporary folders (`training.distribute`), and
+a worker that stops answering ends the run on the others with `WorkerLost`.
 """
 
 import json
@@ -20,7 +25,10 @@ import time
 import keras
 
 from pipeline.errors import Diverged
+from pipeline.errors import WorkerLost
 from stages import atomic_files
+from training import distribute
+from training import distributed_loop
 
 BACKUP = "backup"
 DIVERGED_RECORD = "diverged.json"
@@ -106,21 +114,31 @@ def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.le
     """
     os.makedirs(out, exist_ok=True)
     backup = os.path.join(out, BACKUP)
+    strategy = model.distribute_strategy
     throughput = Throughput(inputs.images_per_step)
-    standard = [keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
-                StopOnDivergence(stage, backup, learning_rate_flag),
-                keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
-                keras.callbacks.TensorBoard(os.path.join(out, "logs")),
-                throughput]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    try:
-        history = model.fit(inputs.train, epochs=epochs, steps_per_epoch=inputs.steps_per_epoch,
-                            validation_data=inputs.validation, shuffle=False, verbose=verbose,
-                            callbacks=standard + list(callbacks))
-    except Diverged as error:
-        atomic_files.write_json(os.path.join(out, DIVERGED_RECORD), error.record)
-        raise
+    with distribute.writable_dir(strategy, out) as own:
+        standard = [distribute.backup_callback(strategy, backup, os.path.join(own, BACKUP),
+                                               double_checkpoint=True),
+                    StopOnDivergence(stage, backup, learning_rate_flag),
+                    keras.callbacks.CSVLogger(os.path.join(own, "history.csv"), append=True),
+                    keras.callbacks.TensorBoard(os.path.join(own, "logs")),
+                    throughput]
+        try:
+            history = distributed_loop.fit(model, inputs.train, epochs, inputs.steps_per_epoch,
+                                           inputs.validation, standard + list(callbacks), verbose)
+        except Diverged as error:
+            if distribute.is_chief(strategy):
+                atomic_files.write_json(os.path.join(out, DIVERGED_RECORD), error.record)
+            raise
+        except WorkerLost as error:
+            raise WorkerLost(f"{stage}: {error}; rerun every worker with the same command to "
+                             f"resume from the last finished epoch's checkpoint in {backup}.") from None
+    if distribute.worker(strategy):
+        # Every worker prints it: equal digests show the workers ended in step.
+        print(f"{stage}: {distribute.describe(strategy)} ends with weights sha256 "
+              f"{distribute.weights_digest(model)}", flush=True)
     return history.history, throughput.images_per_second
 
 

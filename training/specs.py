@@ -33,7 +33,7 @@ class StageSpec:
 # Fields of config.train that a run may change without changing what is learnt: how it
 # is spread over devices. Kept out of every key so that a run resumes under another
 # replica count.
-NOT_DECIDING = ("train.strategy",)
+NOT_DECIDING = ("train.strategy", "train.cpu_replicas")
 
 BASELINE = StageSpec("baseline", views=1, reads=("seed", "data", "model", "train"))
 PRETRAIN = StageSpec("pretrain", views=2, contrastive=True,
