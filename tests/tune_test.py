@@ -171,6 +171,17 @@ def test_a_rerun_with_another_config_is_refused(resumed_search):
         tune_stage.run(config, resumed_search[0])
 
 
+def test_starting_afresh_deletes_only_what_the_stage_wrote(tmp_path):
+    out = tmp_path / "tune"
+    for folder in ("search/trial_0", "trials/0/backup", "tensorboard/0"):
+        (out / folder).mkdir(parents=True)
+    for name in ("summary.json", "summary.md", "objective.png", "best_config.py", "inputs.json",
+                 "config.json", "my_notes.txt"):
+        (out / name).write_text("x")
+    tune_stage.start_afresh(str(out))
+    assert sorted(os.listdir(out)) == ["my_notes.txt"]
+
+
 def test_best_config_feeds_pretrain(resumed_search, tmp_path):
     workdir = resumed_search[0]
     summary = read_json(os.path.join(workdir, "tune", "summary.json"))
