@@ -58,7 +58,7 @@ def _measure(width, pairs, rounds):
     keras.config.set_dtype_policy("float32")
     config = base_config()
     config.model.width = width
-    config.train.update(batch_size=pairs, schedule="constant", jit_compile=False)
+    config.train.update(batch_size=pairs, schedule="constant", jit_compile="false")
     images, labels = training_bench.synthetic_batch(pairs, views=2)
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     strategies = {1: tf.distribute.get_strategy(),

@@ -2,6 +2,7 @@
 
 from stages import data as data_stage
 from stages import train
+from training import distribute
 
 ORDER = ("baseline", "pretrain", "finetune", "attack", "export")
 
@@ -42,6 +43,9 @@ def run(stage, config, workdir):
     """Runs one stage, or every stage in ORDER for 'all'."""
     if stage == "all":
         for name in ORDER:
+            if name in ("attack", "export") and not distribute.chief_process(config.train):
+                print(f"== stage {name}: left to the chief worker", flush=True)
+                continue
             print(f"== stage {name}", flush=True)
             STAGES[name](config, workdir)
         return None

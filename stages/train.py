@@ -160,13 +160,14 @@ def train(config, workdir, stage, callbacks=(), verbose=None):
     final = {name: float(values[-1]) for name, values in history.items() if values}
     summary = {"stage": stage, "policy": policy, "train_images": len(train_split),
                "images_per_second": images_per_second, "final": final, "inputs": inputs}
-    if not distribute.is_chief(strategy):
-        return summary  # The chief writes the results (training.distribute).
-    atomic_files.save_model(trained, os.path.join(out, "model.keras"))
-    atomic_files.write_json(os.path.join(out, "summary.json"), summary)
-    if os.path.exists(os.path.join(out, fit_lib.DIVERGED_RECORD)):
-        os.replace(os.path.join(out, fit_lib.DIVERGED_RECORD),
-                   os.path.join(out, "diverged-before-resume.json"))
+    if distribute.is_chief(strategy):  # The chief writes the results (training.distribute).
+        atomic_files.save_model(trained, os.path.join(out, "model.keras"))
+        atomic_files.write_json(os.path.join(out, "summary.json"), summary)
+        if os.path.exists(os.path.join(out, fit_lib.DIVERGED_RECORD)):
+            os.replace(os.path.join(out, fit_lib.DIVERGED_RECORD),
+                       os.path.join(out, "diverged-before-resume.json"))
+    # The next stage reads them: every worker waits until the chief has written them.
+    distribute.wait_for_workers(strategy)
     return summary
 
 

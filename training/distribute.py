@@ -104,6 +104,29 @@ def worker(strategy_):
     return resolver.task_type, resolver.task_id, tasks
 
 
+def chief_process(train):
+    """False only in a worker other than the chief under multi_worker (from TF_CONFIG, so
+    without TensorFlow): the stages after training (attack, export) run on the chief."""
+    if train.strategy != "multi_worker":
+        return True
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
+    except (ValueError, AttributeError):
+        return True  # strategy() explains what is wrong with it.
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
+
+
+def wait_for_workers(strategy_):
+    """Returns once every worker has called it; at once on one host."""
+    if worker(strategy_) is None:
+        return
+    tf.function(lambda: strategy_.reduce(
+        tf.distribute.ReduceOp.SUM, strategy_.run(lambda: tf.constant(1.0)), axis=None))()
+
+
 def is_chief(strategy_):
     """True where checkpoints, logs and results are written: one device, or the chief worker."""
     return bool(strategy_.extended.should_checkpoint)
