@@ -10,9 +10,11 @@ two all-reduces per layer where Keras makes three, and agreement with one device
 float32 rounding. The gradient flows through both all-reduces (their gradient is an
 all-reduce), so every replica gets the gradient of the global batch's statistics.
 
-On one replica, or outside a strategy, it is Keras's BatchNormalization. It is used only
-while training on several replicas: the models the stages save hold Keras's own layer
-(`stages.train.float32_copy`).
+On one replica, or outside a strategy, it computes what Keras's BatchNormalization does
+(`tf.nn.moments`), so a model built with it trains on one device exactly as before and
+its checkpoints (`backup/`, whose layout follows the layers' classes) resume under any
+replica count. The models the stages save hold Keras's own layer
+(`stages.train.float32_copy`): synchronisation only matters while training.
 """
 
 import keras

@@ -11,8 +11,9 @@ runs as its own process and writes what it measured as JSON; the test judges it.
   global gather), and the same for the local form (which should differ).
 - `training`: the pretrain model trained for a few steps through the fit seam on 2
   replicas and on one device, from the same weights on the same global batches: the
-  largest weight difference, and the largest difference between the two replicas'
-  BatchNorm moving statistics.
+  largest weight difference, the largest difference between the two replicas'
+  BatchNorm moving statistics, and the 2-replica weights saved as BackupAndRestore saves
+  them and restored into a one-device model.
 """
 
 import json
@@ -133,7 +134,23 @@ def check_training():
         results["weights_difference"] = difference
         results["weights_moved"] = moved
         results["moving_statistics_spread_synchronised"] = moving_statistics_spread(TWO, two)
+        # What BackupAndRestore saves on two replicas, restored on one device.
+        path = os.path.join(workdir, "two.weights.h5")
+        two.save_weights(path)
+        restored = restore_on_one_device(config, path)
+        results["restored_difference"] = max(
+            float(np.max(np.abs(a - b))) for a, b in zip(restored, two.get_weights()))
     return results
+
+
+def restore_on_one_device(config, path):
+    spec = specs.PRETRAIN
+    with run_context(config.seed, "float32"):
+        info = builders.DataInfo((16, 16, 3), 4, (0.5,) * 3, (0.25,) * 3)
+        model = builders.compile_model(builders.build_model(config, spec, info), config, spec, 1)
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(path)
+        return model.get_weights()
 
 
 if __name__ == "__main__":

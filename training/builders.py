@@ -114,8 +114,9 @@ def build_losses(config, spec):
 
 
 def sync_batchnorm(config):
-    """Synchronised BatchNorm: asked for, and more than one replica in the current strategy."""
-    return config.model.sync_batchnorm and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    """Synchronised BatchNorm, whatever the replica count: on one replica it computes what
+    Keras's own does, and the same layers keep checkpoints restorable under any count."""
+    return bool(config.model.sync_batchnorm)
 
 
 def build_encoder(config, data_info):
