@@ -207,18 +207,21 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def test_chief_and_two_workers_run_every_trial_once(tmp_path):
+def test_chief_and_two_workers_run_every_trial_once_and_turn_a_third_away(tmp_path):
     workdir = str(tmp_path)
     environment = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1",
                        KERASTUNER_ORACLE_PORT=str(free_port()))
     processes, logs = {}, {}
     try:
-        # worker0 runs each trial in a fresh process (the default), worker1 all in one.
-        for tuner_id, per_process in (("chief", 1), ("worker0", 1), ("worker1", 0)):
+        # worker0 runs each trial in a fresh process (the default), worker1 all in one;
+        # worker2 has another config and must be turned away before it takes a trial.
+        for tuner_id, overrides in (("chief", []), ("worker0", []),
+                                    ("worker1", ["--config.tune.trials_per_process=0"]),
+                                    ("worker2", ["--config.tune.trials_per_process=0",
+                                                 "--config.tune.epsilon=4"])):
             logs[tuner_id] = open(os.path.join(workdir, f"{tuner_id}.log"), "w+")
             processes[tuner_id] = subprocess.Popen(
-                tune_command(workdir, "--config.tune.max_trials=3",
-                             f"--config.tune.trials_per_process={per_process}"), cwd=REPO,
+                tune_command(workdir, "--config.tune.max_trials=3", *overrides), cwd=REPO,
                 env=dict(environment, KERASTUNER_TUNER_ID=tuner_id), stdout=logs[tuner_id],
                 stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 540
@@ -232,6 +235,9 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
         log.seek(0)
         output[tuner_id] = log.read()
         log.close()
+    assert processes.pop("worker2").returncode == 2, output["worker2"][-3000:]
+    assert "this worker's config" in output["worker2"]
+    assert "differs from the chief's" in output["worker2"]
     for tuner_id, process in processes.items():
         assert process.returncode == 0, f"{tuner_id}:\n{output[tuner_id][-3000:]}"
     summary = read_json(os.path.join(workdir, "tune", "summary.json"))

@@ -22,6 +22,9 @@ import matplotlib
 from keras_tuner.engine.trial import Trial
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import NullFormatter
 
 from attacks import table as attack_table
 from stages import atomic_files
@@ -109,7 +112,8 @@ def markdown(summary):
             f"{_number(loss.get('temperature'))} | {_number(loss.get('supcon_weight'))} | "
             f"{_number(loss.get('margin_weight'))} | {record['epochs']} | "
             f"{_percent(record['clean_accuracy'])} | "
-            f"{_percent(record['robust_accuracy'])} | {_number(record['seconds'], 3)} |")
+            f"{_percent(record['robust_accuracy'])} | "
+            f"{'-' if record['seconds'] is None else round(record['seconds'])} |")
     failed = [r for r in summary["trials"] if r["error"]]
     if failed:
         lines += ["", "Failed trials:", ""]
@@ -123,7 +127,11 @@ def markdown(summary):
 
 
 def figure(summary, tune):
-    """Robust validation accuracy against the margin, a panel per form, temperature as colour."""
+    """Robust validation accuracy against the margin, a panel per form, temperature as colour.
+
+    Filled markers qualified, hollow ones fell below the clean-accuracy floor; a red ring
+    marks the best trial.
+    """
     search = summary["search"]
     forms = list(tune.margin_forms)
     low, high = (float(v) for v in tune.temperature)
@@ -132,33 +140,41 @@ def figure(summary, tune):
     result = Figure(figsize=(4.6 * len(forms) + 1.2, 4.2), layout="constrained")
     axes = result.subplots(1, len(forms), sharey=True, squeeze=False)[0]
     best = summary["best"]
+    plotted = [r for r in summary["trials"] if r["robust_accuracy"] is not None and r["loss"]]
     for axis, form in zip(axes, forms):
-        records = [r for r in summary["trials"] if r["robust_accuracy"] is not None
-                   and r["loss"] and r["loss"]["margin_form"] == form]
+        records = [r for r in plotted if r["loss"]["margin_form"] == form]
         for qualified in (True, False):
             chosen = [r for r in records if (r["status"] == "completed") == qualified]
-            if not chosen:
-                continue
-            x = [r["loss"]["margin"] for r in chosen]
-            y = [100 * r["robust_accuracy"] for r in chosen]
-            shade = colours(norm([r["loss"]["temperature"] for r in chosen]))
-            axis.scatter(x, y, s=46, facecolors=shade if qualified else "none", edgecolors=shade,
-                         linewidths=1.5, label="qualified" if qualified else "clean below floor")
+            if chosen:
+                shade = colours(norm([r["loss"]["temperature"] for r in chosen]))
+                axis.scatter([r["loss"]["margin"] for r in chosen],
+                             [100 * r["robust_accuracy"] for r in chosen], s=46,
+                             facecolors=shade if qualified else "none", edgecolors=shade,
+                             linewidths=1.5)
         if best and best["loss"]["margin_form"] == form:
             axis.scatter([best["loss"]["margin"]], [100 * best["robust_accuracy"]], s=260,
-                         facecolors="none", edgecolors="crimson", linewidths=1.5,
-                         label=f"best (trial {best['id']})")
+                         facecolors="none", edgecolors="crimson", linewidths=1.5)
         margin_low, margin_high = (float(v) for v in tune[space.MARGIN_NAMES[form]])
         pad = 0.05 * (margin_high - margin_low) or 0.05
         axis.set_xlim(margin_low - pad, margin_high + pad)
-        axis.set_xlabel(f"{form} margin ({len(records)} trials)")
+        axis.set_xlabel(f"{form} margin ({len(records)} trial{'' if len(records) == 1 else 's'})")
         axis.grid(alpha=0.3)
-        if records:
-            axis.legend(loc="best", fontsize=8)
+    keys = [Line2D([], [], marker="o", linestyle="", color="grey", label="qualified"),
+            Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="grey",
+                   label=f"clean below {100 * tune.min_clean_accuracy:g}%")]
+    if best:
+        keys.append(Line2D([], [], marker="o", linestyle="", markersize=14, color="crimson",
+                           markerfacecolor="none", label=f"best (trial {best['id']})"))
+    axes[0].legend(handles=keys, loc="lower left", fontsize=8)
     axes[0].set_ylabel(f"{attack_table.title(tune.attack)} accuracy at {tune.epsilon:g}/255, "
                        "validation (%)")
-    axes[0].set_ylim(bottom=0)
+    top = max((100 * r["robust_accuracy"] for r in plotted), default=1.0)
+    axes[0].set_ylim(0, 1.15 * top + 0.5)
     bar = result.colorbar(matplotlib.cm.ScalarMappable(norm, colours), ax=list(axes))
+    bar.set_ticks([t for t in (0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5) if norm.vmin <= t <= norm.vmax]
+                  or [norm.vmin, norm.vmax])
+    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    bar.ax.yaxis.set_minor_formatter(NullFormatter())
     bar.set_label("temperature")
     result.suptitle(f"{search['dataset']}: {search['algorithm']} search, "
                     f"{_epochs(search['epochs'])} per trial")
