@@ -12,6 +12,7 @@ reported at once.
 """
 
 import os
+import re
 import sys
 
 # TensorFlow's C++ INFO and WARNING lines; errors still show. Its start-up notices, which
@@ -44,7 +45,9 @@ def _unknown_override(error, argv):
     ml_collections applies the overrides in sys.argv while the flag is defined, and says
     only which key was missing (as a bare AttributeError).
     """
-    key = str(error).strip("\"' ")
+    # The message is the missing key in quotes, sometimes followed by "Did you mean ...".
+    found = re.search(r"[A-Za-z_][A-Za-z0-9_]*", str(error))
+    key = found.group(0) if found else str(error)
     for arg in argv:
         path = arg.split("=", 1)[0]
         if path.startswith("--config.") and key in path[len("--config."):].split("."):
