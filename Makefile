@@ -24,10 +24,18 @@ demo: $(VENV)/.installed
 	$(PY) run.py --stage all --config configs/demo.py --workdir $(WORKDIR)
 
 # The experiment on real photos (configs/real_photos.py): about 3 hours of training on two
-# cores, resumed from runs/real_photos after any interruption, then copied to results/.
+# cores plus the attacks, resumed from runs/real_photos after any interruption, then copied to
+# results/. Progress saved by `make save-progress` (committed, for a session on another
+# machine) is restored first, never over files the workdir already has.
+EXPERIMENT_WORKDIR ?= runs/real_photos
 reproduce: $(VENV)/.installed
-	$(PY) run.py --stage compare --config configs/real_photos.py --workdir runs/real_photos
-	$(PY) tools/publish_results.py runs/real_photos results/real_photos
+	$(PY) tools/experiment_progress.py restore results/real_photos/progress $(EXPERIMENT_WORKDIR)
+	$(PY) run.py --stage compare --config configs/real_photos.py --workdir $(EXPERIMENT_WORKDIR)
+	$(PY) tools/publish_results.py $(EXPERIMENT_WORKDIR) results/real_photos
+
+.PHONY: save-progress
+save-progress:
+	$(PY) tools/experiment_progress.py save $(EXPERIMENT_WORKDIR) results/real_photos/progress
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
@@ -44,9 +52,18 @@ bench: $(VENV)/.installed-test
 
 # The same tests under Bazel (WORKSPACE, BUILD, .bazelrc), offline: Debian's Bazel 4 is installed
 # the first time, Python is .venv's (tools/python/venv.bzl), Bazel's cache stays in ~/.cache/bazel.
-bazel-test: $(VENV)/.installed-test
-	command -v bazel >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y bazel-bootstrap; }
+bazel-test: $(VENV)/.installed-test bazel-installed
 	bazel test --test_output=errors //...
+
+# What CI runs after `make test`: Bazel builds every target (so a broken BUILD fails) and runs
+# the tests tagged "smoke" (a loss test, an archive test and the command-line errors through
+# the `run` binary's runfiles), about 2 minutes, instead of running the whole suite twice.
+bazel-smoke: $(VENV)/.installed-test bazel-installed
+	bazel test --test_output=errors --test_tag_filters=smoke //...
+
+.PHONY: bazel-installed bazel-smoke
+bazel-installed:
+	command -v bazel >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y bazel-bootstrap; }
 
 # The PyTorch peer benchmark (bench/peer_bench.py) in a venv of its own, bench/.peer-venv: the
 # project plus the `bench-peer` extra (torch, CPU build), so torch never enters .venv. Where no

@@ -235,11 +235,14 @@ def test_chief_and_two_workers_run_every_trial_once_and_turn_a_third_away(tmp_pa
         log.seek(0)
         output[tuner_id] = log.read()
         log.close()
-    assert processes.pop("worker2").returncode == 2, output["worker2"][-3000:]
+    everything = "\n".join(f"--- {tuner_id} (status {processes[tuner_id].returncode}):\n"
+                           f"{text[-2500:]}" for tuner_id, text in output.items())
+    assert processes["chief"].returncode == 0, everything
+    assert processes.pop("worker2").returncode == 2, everything
     assert "this worker's config" in output["worker2"]
     assert "differs from the chief's" in output["worker2"]
     for tuner_id, process in processes.items():
-        assert process.returncode == 0, f"{tuner_id}:\n{output[tuner_id][-3000:]}"
+        assert process.returncode == 0, everything
     summary = read_json(os.path.join(workdir, "tune", "summary.json"))
     assert [t["status"] for t in summary["trials"]] == ["completed"] * 3
     assert starts(workdir) == {"0": 1, "1": 1, "2": 1}
