@@ -46,6 +46,8 @@ import traceback
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# What run.py does (stages/startup.py): oneDNN on unless the environment says otherwise.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from bench import attack_bench
 from bench import demo_bench
@@ -193,7 +195,9 @@ def header_lines(results):
              f"flags: {' '.join(description['cpu_flags']) or 'none of interest'}, CPU bfloat16: "
              f"{'yes' if description['cpu_bfloat16'] else 'no'}, GPUs: {description['gpus']}",
              f"software: Python {description['python']}, TensorFlow {description['tensorflow']}, "
-             f"Keras {description['keras']}",
+             f"Keras {description['keras']}, oneDNN "
+             f"{ {True: 'on', False: 'off', None: 'unknown'}[description.get('onednn')] }"
+             f" (TF_ENABLE_ONEDNN_OPTS={description.get('tf_enable_onednn_opts')})",
              f"precision: figures in float32 unless named; --precision=auto picks {auto}",
              f"command: `{results['command']}`; total {results['seconds'] / 60:.1f} min; load average "
              f"(1 min) before / after: {results['load_average_before']:.2f} / "

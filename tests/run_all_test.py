@@ -13,9 +13,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run_all"))
-    # oneDNN on, as TensorFlow does by itself on AVX-512 machines: its start-up lines must
-    # not reach the user's terminal.
-    environment = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1")
+    # The user's default: run.py turns oneDNN on (as TensorFlow does by itself on AVX-512
+    # machines), and its start-up lines must not reach the user's terminal.
+    environment = dict(os.environ)
+    environment.pop("TF_ENABLE_ONEDNN_OPTS", None)
     environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
     result = subprocess.run(
         [sys.executable, "run.py", "--stage", "all", "--config", "configs/demo.py:smoke",

@@ -2,9 +2,10 @@
 
 Each must end with exit status 2 and exactly one line on stderr, `error: ...`, naming the
 file, flag or config field and the fix, with no traceback, and must leave the input
-exactly as it was. This must hold on every CPU: on AVX-512 machines TensorFlow turns
-oneDNN on and prints start-up lines to stderr at import, so part of the commands run with
-TF_ENABLE_ONEDNN_OPTS=1, which does the same on any x86 CPU.
+exactly as it was. This must hold on every CPU and with oneDNN on or off: with oneDNN on
+(run.py's default, and TensorFlow's own on AVX-512 machines) TensorFlow prints start-up
+lines to stderr at import, so part of the commands run as a user's shell leaves it (run.py
+turns oneDNN on) and the rest with TF_ENABLE_ONEDNN_OPTS=0 (a user who turns it off).
 
 Each command imports TensorFlow (seconds), so the commands are started together, once per
 module, two at a time (`cli_runs`); each test then checks one of them.
@@ -161,7 +162,7 @@ BAD_INPUTS = {function.__name__: function for function in (
 BAD_INPUTS.update(CONFIG_MISTAKES)
 # The mistakes in a flag alone, with no file to leave unchanged.
 FLAG_MISTAKES = ("unknown_dataset", "folder_without_data_dir", *CONFIG_MISTAKES)
-# Run with TF_ENABLE_ONEDNN_OPTS=1: what an AVX-512 machine does by default.
+# Run with oneDNN on (run.py's default); the others with TF_ENABLE_ONEDNN_OPTS=0.
 ONEDNN = ("empty_directory", "unreadable_image", "unknown_dataset", "negative_margin")
 # Seconds within which a config mistake is reported: no TensorFlow import.
 CONFIG_SECONDS = 10
@@ -175,14 +176,21 @@ class Run:
     seconds: float
 
 
+def test_onednn_is_on_unless_the_user_turned_it_off():
+    from stages import startup
+
+    assert startup.enable_onednn({}) == "1"
+    assert startup.enable_onednn({"TF_ENABLE_ONEDNN_OPTS": "0"}) == "0"
+
+
 def run_cli(flags, workdir, onednn=False):
     """Runs `python run.py --stage data FLAGS` as a user would; returns (result, seconds)."""
     environment = dict(os.environ)
     # The test checks what a user sees by default, whatever the caller's shell sets.
     environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
     environment.pop("TF_ENABLE_ONEDNN_OPTS", None)
-    if onednn:
-        environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    if not onednn:
+        environment["TF_ENABLE_ONEDNN_OPTS"] = "0"
     start = time.monotonic()
     result = subprocess.run([sys.executable, "run.py", "--stage", "data", f"--workdir={workdir}",
                              *flags], cwd=REPO_ROOT, env=environment, capture_output=True,
