@@ -81,6 +81,7 @@ def run(width=0.25, batch_size=256, pgd_steps=10, rounds=3, no_xla=True):
     if no_xla:
         attacks["clean_no_xla"] = tf.function(clean, jit_compile=False)
         attacks["fgsm_no_xla"] = tf.function(fgsm_attack, jit_compile=False)
+        attacks["pgd_no_xla"] = tf.function(pgd_attack, jit_compile=False)
     for function in attacks.values():
         timing.time_call(function)  # Traces: not measured.
     wall = {name: [] for name in attacks}

@@ -61,15 +61,6 @@ def load_average():
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def onednn_enabled():
-    """Whether this TensorFlow process runs its oneDNN kernels (None if it cannot tell)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return None
-
-
 def describe():
     """A dict describing this machine and software, written next to every result."""
     return {
@@ -84,7 +75,7 @@ def describe():
         "keras": keras.__version__,
         # run.py's default (stages/startup.py): oneDNN on unless TF_ENABLE_ONEDNN_OPTS=0.
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-        "onednn": onednn_enabled(),
+        "onednn": precision.onednn_enabled(),
         "precision_auto_resolves_to": precision.resolve("auto"),
         "precision_auto_by_width": {str(width): precision.resolve("auto", width)
                                     for width in (0.25, 0.5, 1.0)},

@@ -199,7 +199,7 @@ FIELDS = {
     "attack.use_predictions": Flag(),
     "attack.max_examples": _COUNT,
     "attack.batch_size": _POSITIVE,
-    "attack.jit_compile": Flag(),
+    "attack.jit_compile": Choice(("auto", True, False)),
     "attack.embedding_examples": _COUNT,
 
     "export.model": Choice(TRAINING_STAGES),

@@ -27,6 +27,7 @@ from attacks.evaluate import Evaluation
 from attacks.evaluate import evaluate
 from attacks.evaluate import subset
 from attacks.evaluate import worst_case
+from models import precision
 from pipeline.errors import UserError
 from report import plots
 from report import tables
@@ -52,7 +53,8 @@ def settings_from(config):
         epsilons=tuple(e / 255.0 for e in attack.epsilons), pgd_steps=attack.pgd_steps,
         pgd_step_size=attack.pgd_step_size / 255.0 if attack.pgd_step_size else None,
         pgd_restarts=attack.pgd_restarts, use_predictions=attack.use_predictions,
-        batch_size=attack.batch_size, seed=config.seed, jit_compile=attack.jit_compile,
+        batch_size=attack.batch_size, seed=config.seed,
+        jit_compile=precision.attack_jit_compile(attack.jit_compile),
         strong={key: tuple(value) if isinstance(value, (list, tuple)) else value
                 for key, value in attack.strong.items()})
 

@@ -224,5 +224,16 @@ def test_sanity_checks_flag_images_outside_the_ball_or_box_and_random_models():
     assert not checks["inside_epsilon_ball"]["passed"]
 
 
+
+def test_attack_xla_auto_follows_the_device_and_onednn():
+    from models import precision
+
+    assert precision.attack_jit_compile(True) is True
+    assert precision.attack_jit_compile("false") is False
+    if not tf.config.list_physical_devices("GPU"):
+        # On a CPU, XLA only where TensorFlow's own kernels run (oneDNN off): with oneDNN,
+        # XLA's CPU kernels were the slower ones.
+        assert precision.attack_jit_compile("auto") is (precision.onednn_enabled() is False)
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
