@@ -72,7 +72,9 @@ def check_inputs(out, inputs):
     except (OSError, ValueError):
         recorded = None
     if recorded is None:
-        if os.path.isdir(os.path.join(out, tuner_lib.SEARCH)):
+        # Only a search's own state counts (Keras Tuner's oracle.json, written by a local
+        # search or a chief): workers create the search folder too, and may start first.
+        if os.path.exists(os.path.join(out, tuner_lib.SEARCH, "oracle.json")):
             raise UserError(f"{out} holds a search without its {INPUTS}; use another --workdir, "
                             "or --config.tune.overwrite=True to start afresh.")
         return

@@ -171,6 +171,17 @@ def test_a_rerun_with_another_config_is_refused(resumed_search):
         tune_stage.run(config, resumed_search[0])
 
 
+def test_a_search_folder_made_by_an_early_worker_does_not_stop_the_chief(tmp_path):
+    # Workers create tune/search as they start; one that starts before the chief must not
+    # make the chief think it found a search of unknown config (the race CI once lost).
+    out = tmp_path / "tune"
+    (out / "search").mkdir(parents=True)
+    tune_stage.check_inputs(str(out), {"loss.margin": 1.0})
+    (out / "search" / "oracle.json").write_text("{}")  # A search's own state, config unknown.
+    with pytest.raises(UserError, match="holds a search without its inputs.json"):
+        tune_stage.check_inputs(str(out), {"loss.margin": 1.0})
+
+
 def test_starting_afresh_deletes_only_what_the_stage_wrote(tmp_path):
     out = tmp_path / "tune"
     for folder in ("search/trial_0", "trials/0/backup", "tensorboard/0"):
