@@ -11,9 +11,13 @@ to validation), then attacks all three on the 10,000 test images: FGSM on all of
 PGD-10 on a seeded 2,000, the AutoAttack-like evaluation (ART: APGD-CE, APGD-DLR,
 Square) on 1,000 of those, and the per-image worst case over all three there.
 
-Budget: about 3 hours of training on the 2-core build machine (width 1/4 trains at about
-210 images/s there in float32: 10 epochs of 45,000 images is 36 minutes for the baseline
-and twice that for each two-view model), plus the attacks. The margin: pairwise (Hadsell),
+Budget: about 3 hours of training on the 2-core build machine with TensorFlow's own CPU
+kernels (width 1/4 trains at about 210 images/s there in float32: 10 epochs of 45,000
+images is 36 minutes for the baseline and twice that for each two-view model), about half
+that with oneDNN (run.py's default), plus the attacks: several hours, most of them the
+AutoAttack-like cascade (`make bench`: 4.8 s per image that resists every attack). It is
+more than one working session: `make save-progress` and `make reproduce` carry it across
+machines (tools/experiment_progress.py). The margin: pairwise (Hadsell),
 1.0 in distance between unit vectors, the config's default (a stated default: the short
 `tune` search on the validation split is the other way to pick it).
 
