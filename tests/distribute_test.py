@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from configs import demo
+from models import precision
 from stages import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +50,10 @@ def start_workers(arguments, logs):
     processes = []
     for index, log in enumerate(logs):
         env = dict(os.environ, TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            # The kernels of this process, which trains the one-process reference: oneDNN's
+            # and TensorFlow's own round differently (run.py alone would turn oneDNN on).
+            TF_ENABLE_ONEDNN_OPTS="1" if precision.onednn_enabled() else "0")
         with open(log, "w") as output:
             processes.append(subprocess.Popen([sys.executable, "run.py", *arguments], cwd=REPO,
                                               env=env, stdout=output, stderr=subprocess.STDOUT))
