@@ -35,8 +35,10 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# What run.py does (stages/startup.py): oneDNN on unless the environment says otherwise.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+from stages import startup  # noqa: E402 (imports nothing heavy)
+
+startup.enable_onednn()  # What run.py does: oneDNN on unless the environment says otherwise.
 
 import keras
 import tensorflow as tf

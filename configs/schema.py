@@ -68,7 +68,9 @@ class Choice:
     values: tuple
 
     def problem(self, value):
-        if value not in self.values:
+        # A field whose default is text ("auto") keeps --config...=True as the text "True".
+        as_bool = {"true": True, "false": False}.get(value.lower()) if isinstance(value, str) else None
+        if value not in self.values and (as_bool is None or as_bool not in self.values):
             return "must be one of " + ", ".join(str(v) for v in self.values)
         return None
 

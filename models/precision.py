@@ -53,21 +53,6 @@ def onednn_enabled():
         return None
 
 
-def attack_jit_compile(value):
-    """config.attack.jit_compile as a bool. auto: XLA on a GPU, or on a CPU without oneDNN.
-
-    Measured on the 2-core AVX2 build machine (width 1/4, 256 images): with TensorFlow's
-    own CPU kernels XLA halved the attacks' time; with oneDNN's, XLA was the slower one
-    (FGSM 0.58 s against 0.47 s, clean forward 0.171 s against 0.156 s, `make bench`;
-    PGD-10 6.8 s against 5.9 s on a busy machine).
-    """
-    if str(value).lower() != "auto":
-        return str(value).lower() == "true"
-    if tf.config.list_physical_devices("GPU"):
-        return True
-    return onednn_enabled() is False
-
-
 def resolve(precision, width=None):
     """The concrete policy name for `precision` on this machine, for a network of `width`
     (config.model.width; None means 1.0, the base config's full width)."""

@@ -226,14 +226,20 @@ def test_sanity_checks_flag_images_outside_the_ball_or_box_and_random_models():
 
 
 def test_attack_xla_auto_follows_the_device_and_onednn():
+    from configs import demo
     from models import precision
+    from stages import attack as attack_stage
 
-    assert precision.attack_jit_compile(True) is True
-    assert precision.attack_jit_compile("false") is False
+    config = demo.get_config("smoke")
+    for value, expected in (("true", True), ("False", False)):
+        config.attack.jit_compile = value
+        assert attack_stage.settings_from(config).jit_compile is expected
     if not tf.config.list_physical_devices("GPU"):
         # On a CPU, XLA only where TensorFlow's own kernels run (oneDNN off): with oneDNN,
         # XLA's CPU kernels were the slower ones.
-        assert precision.attack_jit_compile("auto") is (precision.onednn_enabled() is False)
+        config.attack.jit_compile = "auto"
+        assert attack_stage.settings_from(config).jit_compile is (precision.onednn_enabled() is False)
+
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

@@ -183,6 +183,20 @@ def test_onednn_is_on_unless_the_user_turned_it_off():
     assert startup.enable_onednn({"TF_ENABLE_ONEDNN_OPTS": "0"}) == "0"
 
 
+def test_true_and_false_typed_on_the_command_line_fit_a_field_whose_default_is_auto():
+    # --config.attack.jit_compile=True arrives as the text "True": the field's default is text.
+    from configs import demo
+    from configs import schema
+    from pipeline.errors import UserError
+
+    config = demo.get_config("smoke")
+    config.attack.jit_compile, config.train.jit_compile = "True", "false"
+    schema.validate(config)
+    config.attack.jit_compile = "maybe"
+    with pytest.raises(UserError, match="--config.attack.jit_compile=maybe: must be one of auto"):
+        schema.validate(config)
+
+
 def run_cli(flags, workdir, onednn=False):
     """Runs `python run.py --stage data FLAGS` as a user would; returns (result, seconds)."""
     environment = dict(os.environ)

@@ -161,11 +161,12 @@ def build_optimizer(config, spec, steps_per_epoch):
     return optimizer_lib.build_optimizer(plan, plan.epochs * steps_per_epoch)
 
 
-def jit_compile(value):
-    """auto: XLA on a GPU only. (Keras's own "auto" turns XLA on for any device, and on
-    the 2-core build machine's CPU XLA made training slower.)"""
+def jit_compile(value, on_cpu=False):
+    """A config's jit_compile ("auto", True, False) as a bool. auto: XLA on a GPU, and on a
+    CPU only if `on_cpu`. (Keras's own "auto" turns XLA on for any device, and on the 2-core
+    build machine's CPU XLA made training slower.)"""
     if str(value).lower() == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
+        return bool(tf.config.list_physical_devices("GPU")) or on_cpu
     return str(value).lower() == "true"
 
 
