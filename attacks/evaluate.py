@@ -11,6 +11,7 @@ adversarial image strayed from its original and from [0, 1].
 
 import base64
 import dataclasses
+import json
 import time
 
 import keras
@@ -146,10 +147,51 @@ def subset(count, total, seed):
     return np.sort(np.random.default_rng([seed, 7]).permutation(total)[:count])
 
 
-def evaluate(model, images, labels, attack_name, settings, progress=True, indices=None):
+class Progress:
+    """An evaluation cut short: what `evaluate` has finished, kept in a file after every step.
+
+    A slow attack (the AutoAttack-like cascade: about an hour per model on the build
+    machine) must not start again from nothing after a kill. After each batch and epsilon,
+    the partial Evaluation and the list of (batch start, epsilon) pairs done are written
+    atomically to `path` with `key`; `evaluate` given the same file and key skips what is
+    done. The attacks are seeded per batch and epsilon, so the resumed result equals the
+    uninterrupted one. `write` is how the file is written (stages.atomic_files.write_json).
+    """
+
+    def __init__(self, path, key, write):
+        self.path, self.key, self.write = path, key, write
+
+    def load(self, result):
+        """The state saved for this key, restored into `result`: ({start: batch stats}, {(start, epsilon)})."""
+        try:
+            with open(self.path) as f:
+                saved = json.load(f)
+            if saved.get("key") != self.key:
+                return {}, set()
+            restored = Evaluation.from_record(saved["evaluation"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}, set()  # None yet, or another evaluation's: start from the beginning.
+        if restored.n != result.n or set(restored.correct) != set(result.correct):
+            return {}, set()
+        result.clean[:] = restored.clean
+        for epsilon, mask in restored.correct.items():
+            result.correct[epsilon][:] = mask
+        result.max_ball_excess, result.min_pixel = restored.max_ball_excess, restored.min_pixel
+        result.max_pixel, result.seconds = restored.max_pixel, restored.seconds
+        batches = {int(start): stats for start, stats in saved["batches"].items()}
+        return batches, {(int(start), float(epsilon)) for start, epsilon in saved["done"]}
+
+    def save(self, result, batches, done):
+        self.write(self.path, {"key": self.key, "evaluation": result.to_record(),
+                               "batches": {str(start): stats for start, stats in batches.items()},
+                               "done": sorted([start, epsilon] for start, epsilon in done)})
+
+
+def evaluate(model, images, labels, attack_name, settings, progress=True, indices=None, resume=None):
     """Evaluates `model` on float32 images [N, H, W, C] in [0, 1] and labels [N] under one attack.
 
-    `indices` (sorted) restricts it to those images; the result keeps them.
+    `indices` (sorted) restricts it to those images; the result keeps them. `resume`, a
+    `Progress`, keeps the evaluation in progress in a file and carries on from it.
     """
     if indices is not None:
         images, labels = images[indices], np.asarray(labels)[indices]
@@ -177,21 +219,31 @@ def evaluate(model, images, labels, attack_name, settings, progress=True, indice
     labels = np.asarray(labels, np.int32)
     result = Evaluation(attack_name, np.zeros(len(labels), bool),
                         {e: np.zeros(len(labels), bool) for e in settings.epsilons})
+    if indices is not None:
+        result.indices = np.asarray(indices, np.int64)
+    # Per batch start: {"zero": images with an all-zero gradient, "deterministic": bool}.
+    batch_stats, done = resume.load(result) if resume else ({}, set())
+    seconds_before = result.seconds
+    if done and progress:
+        print(f"carrying on from {resume.path}: {len(done)} of "
+              f"{len(settings.epsilons) * -(-len(labels) // settings.batch_size)} batch x epsilon steps done",
+              flush=True)
     start_time = time.perf_counter()
     batches = range(0, len(labels), settings.batch_size)
     bar = keras.utils.Progbar(len(batches), unit_name="batch") if progress else None
     for index, start in enumerate(batches):
         end = min(start + settings.batch_size, len(labels))
-        x = tf.constant(images[start:end], tf.float32)
-        y = tf.constant(labels[start:end])
-        predictions, deterministic, gradient, zero = clean_step(x, y)
-        clean_correct = predictions.numpy() == labels[start:end]
-        result.clean[start:end] = clean_correct
-        result.deterministic &= bool(deterministic)
-        result.zero_gradient_images += int(zero)
-        targets = predictions if settings.use_predictions else y
-        batch = Batch(gradient, tf.constant([settings.seed, start], tf.int64), clean_correct)
-        for epsilon in settings.epsilons:
+        todo = [epsilon for epsilon in settings.epsilons if (start, float(epsilon)) not in done]
+        if todo or start not in batch_stats:
+            x = tf.constant(images[start:end], tf.float32)
+            y = tf.constant(labels[start:end])
+            predictions, deterministic, gradient, zero = clean_step(x, y)
+            clean_correct = predictions.numpy() == labels[start:end]
+            result.clean[start:end] = clean_correct
+            batch_stats[start] = {"zero": int(zero), "deterministic": bool(deterministic)}
+            targets = predictions if settings.use_predictions else y
+            batch = Batch(gradient, tf.constant([settings.seed, start], tf.int64), clean_correct)
+        for epsilon in todo:
             adversarial = tf.convert_to_tensor(attack(x, targets, epsilon, batch), tf.float32)
             adversarial_predictions = predict(adversarial)
             result.correct[epsilon][start:end] = adversarial_predictions.numpy() == labels[start:end]
@@ -199,11 +251,15 @@ def evaluate(model, images, labels, attack_name, settings, progress=True, indice
             result.max_ball_excess = max(result.max_ball_excess, distance - epsilon)
             result.min_pixel = min(result.min_pixel, float(tf.reduce_min(adversarial)))
             result.max_pixel = max(result.max_pixel, float(tf.reduce_max(adversarial)))
+            done.add((start, float(epsilon)))
+            if resume:
+                result.seconds = seconds_before + time.perf_counter() - start_time
+                resume.save(result, batch_stats, done)
         if bar:
             bar.update(index + 1)
-    result.seconds = time.perf_counter() - start_time
-    if indices is not None:
-        result.indices = np.asarray(indices, np.int64)
+    result.zero_gradient_images = sum(stats["zero"] for stats in batch_stats.values())
+    result.deterministic = all(stats["deterministic"] for stats in batch_stats.values())
+    result.seconds = seconds_before + time.perf_counter() - start_time
     return result
 
 

@@ -18,7 +18,9 @@ Figures, all in wall seconds per 100 images:
   broken, so on this undefended network it is far cheaper than on a robust one;
 - square_worst_case: Square where no image breaks (epsilon 1e-4, too small to flip
   anything), `square_probe_queries` queries, scaled linearly to the default queries: what
-  each still-robust image costs Square on a robust model;
+  each still-robust image costs Square on a robust model; and the same probe with
+  `InferenceModel(row_cache=False)`, where ART's Square makes three forward passes per
+  query instead of one (`square_row_cache_speedup`);
 - cascade: the evaluation as run (each attack on what the earlier ones left): on an
   undefended network APGD-CE breaks everything and the later attacks have nothing to do;
   on a robust one the total approaches the sum of the standalone figures, with Square at
@@ -203,6 +205,12 @@ def run(width=0.25, count=128, rounds=3, square_probe_queries=100, art_dlr_steps
     if result.accuracy() < 1.0:
         raise RuntimeError("the worst-case Square probe broke an image; lower its epsilon.")
     square_per_query = _per_100(result.seconds["square"], count) / square_probe_queries
+    # The same probe on a network without the row cache (ART's three forward passes per query).
+    uncached = strong.InferenceModel(model, images.shape[1:], settings.jit_compile, settings.batch_size,
+                                     row_cache=False)
+    _warm_up(uncached, settings.batch_size)
+    result, _ = _strong(uncached, images, labels, 1e-4, probe)
+    square_per_query_uncached = _per_100(result.seconds["square"], count) / square_probe_queries
 
     cascade, _ = _strong(network, images, labels, EPSILON, settings)
     calls = _call_costs(model, images, labels, settings, rounds)
@@ -231,6 +239,8 @@ def run(width=0.25, count=128, rounds=3, square_probe_queries=100, art_dlr_steps
         "square_worst_case_seconds_per_query_per_100": square_per_query,
         "square_worst_case_seconds_per_100": square_per_query * settings.square_queries,
         "square_probe_queries": square_probe_queries,
+        "square_worst_case_seconds_per_query_per_100_without_row_cache": square_per_query_uncached,
+        "square_row_cache_speedup": square_per_query_uncached / square_per_query,
         "cascade_seconds_per_100": {name: _per_100(cascade.seconds[name], count) for name in cascade.correct},
         "cascade_attacked": cascade.attacked,
         "cascade_total_seconds_per_100": _per_100(sum(cascade.seconds[name] for name in cascade.correct), count),
@@ -257,7 +267,8 @@ if __name__ == "__main__":
           f"(PGD step about {result['pgd10_seconds_per_100'] / 10:.2f} s)")
     print(f"  square, no image breaking: {result['square_worst_case_seconds_per_query_per_100']:.3f} s per "
           f"query, {result['square_worst_case_seconds_per_100']:.0f} s for "
-          f"{result['settings']['square_queries']} queries")
+          f"{result['settings']['square_queries']} queries "
+          f"({result['square_row_cache_speedup']:.1f}x faster than without the row cache)")
     parts = ", ".join(f"{name} {seconds:.1f} s on {result['cascade_attacked'][name]} images"
                       for name, seconds in result["cascade_seconds_per_100"].items())
     print(f"  cascade on this network: {result['cascade_total_seconds_per_100']:.1f} s ({parts}), "

@@ -3,9 +3,11 @@
 For each model and each attack of `config.attack.attacks` (names from `attacks.table`)
 the evaluation is recorded as soon as it finishes, in
 `WORKDIR/attack/records/<model>/<attack>-<key>.json`, where the key is a hash of the
-model file's sha256, the test images and the attack's settings. A kill loses at most the
-evaluation in progress; a rerun reuses every record whose key matches and computes only
-what is missing, with the same numbers (the attacks are seeded).
+model file's sha256, the test images and the attack's settings; while it runs, what is
+done (batch by batch, epsilon by epsilon) is kept beside it in `<attack>-<key>.partial.json`.
+A kill loses at most one batch at one epsilon; a rerun reuses every record whose key
+matches, carries on a partial one, and computes only what is missing, with the same
+numbers (the attacks are seeded per batch and epsilon).
 
 Then it writes `results.json` ({"rows": [...], "checks": {...}, ...}; each row
 {"model", "attack", "epsilon", "accuracy", "n"} with epsilon in [0, 1] units, including
@@ -24,6 +26,7 @@ from attacks import sanity_checks
 from attacks import table as attack_table
 from attacks.evaluate import AttackSettings
 from attacks.evaluate import Evaluation
+from attacks.evaluate import Progress
 from attacks.evaluate import evaluate
 from attacks.evaluate import subset
 from attacks.evaluate import worst_case
@@ -95,6 +98,11 @@ def record_path(out, model_name, attack_name, key):
     return os.path.join(out, "records", model_name, f"{attack_name}-{digest}.json")
 
 
+def partial_path(path_of_record):
+    """Where the evaluation of that record is kept while it runs (attacks.evaluate.Progress)."""
+    return path_of_record[:-len(".json")] + ".partial.json"
+
+
 def _read_record(path, key):
     try:
         with open(path) as f:
@@ -131,9 +139,12 @@ def evaluate_model(name, path, images, labels, images_sha256, settings, attacks,
                 model = keras.models.load_model(path)
             print(f"attacking {name} ({path}) with {attack_name} on {len(indices)} test images",
                   flush=True)
+            partial = Progress(partial_path(path_of_record), key, atomic_files.write_json)
             evaluation = evaluate(model, images, labels, attack_name, settings,
-                                  indices=None if len(indices) == len(labels) else indices)
+                                  indices=None if len(indices) == len(labels) else indices, resume=partial)
             atomic_files.write_json(path_of_record, {"key": key, "evaluation": evaluation.to_record()})
+            if os.path.exists(partial.path):
+                os.remove(partial.path)  # Our own file, superseded by the record.
         evaluations[attack_name] = evaluation
     return evaluations, model
 

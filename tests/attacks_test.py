@@ -10,6 +10,7 @@ import tensorflow as tf
 from attacks import sanity_checks
 from attacks.evaluate import AttackSettings
 from attacks.evaluate import Evaluation
+from attacks.evaluate import Progress
 from attacks.evaluate import evaluate
 from attacks.evaluate import worst_case
 from attacks.fgsm import fgsm
@@ -159,6 +160,46 @@ def test_evaluator_counts_equal_those_of_fgsm_pgd_and_cleverhans_images(model):
         # The evaluator seeds each batch's random start with (seed, first image's index).
         adversarial = pgd(model, tf.constant(x), y, epsilon, steps=3, seed=(9, 0))
         np.testing.assert_array_equal(pgd_result.correct[epsilon], correct_after(model, adversarial, y))
+
+
+def test_an_evaluation_cut_short_carries_on_where_it_stopped_with_the_same_result(model, tmp_path, monkeypatch):
+    from attacks import steps
+    from stages import atomic_files
+
+    x, y = batch(40, seed=5)
+    settings = AttackSettings(epsilons=(0.0, 2 / 255, 8 / 255), pgd_steps=3, batch_size=16, seed=3)
+    whole = evaluate(model, x, y, "pgd", settings, progress=False)
+    real_build, calls = steps.build_pgd, []
+
+    def build_stopping_after(limit):
+        def build(*args):
+            attack = real_build(*args)
+
+            def run(*call):
+                if limit is not None and len(calls) == limit:
+                    raise KeyboardInterrupt  # as a kill would, mid-evaluation
+                calls.append(call[2])
+                return attack(*call)
+            return run
+        return build
+
+    def progress(key):
+        return Progress(str(tmp_path / "pgd.partial.json"), key, atomic_files.write_json)
+
+    monkeypatch.setattr(steps, "build_pgd", build_stopping_after(4))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, x, y, "pgd", settings, progress=False, resume=progress({"run": 1}))
+    monkeypatch.setattr(steps, "build_pgd", build_stopping_after(None))
+    calls.clear()
+    resumed = evaluate(model, x, y, "pgd", settings, progress=False, resume=progress({"run": 1}))
+    assert len(calls) == 3 * 3 - 4  # 3 batches x 3 epsilons, 4 of them done before the kill
+    expected, found = whole.to_record(), resumed.to_record()
+    expected.pop("seconds"), found.pop("seconds")
+    assert found == expected
+    # Progress saved under another key (another model or settings) is not used.
+    calls.clear()
+    evaluate(model, x, y, "pgd", settings, progress=False, resume=progress({"run": 2}))
+    assert len(calls) == 9
 
 
 def test_evaluation_record_round_trips():

@@ -192,6 +192,25 @@ def test_a_prepared_network_can_be_reused_across_calls(model, data):
         strong_attack(network, images, labels, EPSILON, StrongSettings(**FAST))
 
 
+def test_square_sends_each_image_through_the_network_once(model, data):
+    # ART's Square asks for the logits of its current images, of the still-correct ones and
+    # of the proposals each iteration; the row cache computes the proposals only, and the
+    # attack finds the same thing.
+    images, labels = data
+    settings = StrongSettings(attacks=("square",), **{**FAST, "square_queries": 60})
+    results, computed = [], []
+    for row_cache in (False, True):
+        network = strong.InferenceModel(model, images.shape[1:], jit_compile=False,
+                                        batch_size=settings.batch_size, row_cache=row_cache)
+        results.append(strong_attack(network, images, labels, 0.03, settings))
+        computed.append(network.rows_computed)
+    np.testing.assert_array_equal(results[0].robust_correct, results[1].robust_correct)
+    np.testing.assert_allclose(results[0].adversarial, results[1].adversarial, atol=1e-6)
+    # Without the cache: about 3 images per query per image still attacked; with it, about 1.
+    assert computed[1] < 0.45 * computed[0], computed
+    assert 0 < results[1].accuracy() < 1.0  # The attack ran and some images held (a real test).
+
+
 def _arts_dlr_loss(num_classes):
     """ART's own TensorFlow DLR loss object (a class defined inside APGD's constructor)."""
     art = strong._art()
