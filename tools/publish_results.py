@@ -3,7 +3,7 @@
     python tools/publish_results.py runs/real_photos results/real_photos
 
 Copies what `--stage compare` wrote (attack/results.json, results.md, robustness.png,
-embeddings.png, compare.json: commit, machine, data sha256, seed, configs, times) and
+embeddings.png, verdict.md/.json, compare.json: commit, machine, data sha256, seed, configs, times) and
 refuses to overwrite a folder that holds results of another commit unless --replace.
 """
 
@@ -15,6 +15,7 @@ import sys
 
 FILES = {"attack/results.json": "results.json", "attack/results.md": "results.md",
          "attack/robustness.png": "robustness.png", "attack/embeddings.png": "embeddings.png",
+         "attack/verdict.md": "verdict.md", "attack/verdict.json": "verdict.json",
          "compare.json": "provenance.json"}
 
 

@@ -1,0 +1,126 @@
+"""Does the method beat its references? Epsilon by epsilon, with the uncertainty stated.
+
+`compare(rows, method, references)` reads the rows of results.json (`stages.attack`) and,
+for each attack (the worst case included) and epsilon, gives the method's accuracy minus
+each reference's, with the standard error of that difference. Each accuracy is a binomial
+proportion p on n test images, SE = sqrt(p (1 - p) / n); a difference's SE is
+sqrt(SE_1^2 + SE_2^2), which treats the two models' errors as independent. Both models
+are attacked on the same images, whose difficulty they share, so the true SE of the
+difference is smaller: this one is conservative, never flattering.
+
+A difference is called:
+- "better" if it exceeds +2 SE, "worse" if below -2 SE (about 95% two-sided);
+- "no clear difference" otherwise.
+
+`markdown(comparisons, claim)` writes it as a table and a few plain sentences: what the
+paper claims, and where this run supports it, where it contradicts it, and where it
+cannot tell.
+"""
+
+import math
+
+from attacks import table as attack_table
+from report.tables import epsilon_label
+
+CALLS = {"better": "better", "worse": "worse", "none": "no clear difference"}
+
+
+def standard_error(accuracy, n):
+    """Binomial standard error of an accuracy measured on n images."""
+    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / n) if n else float("nan")
+
+
+def _call(difference, error, threshold=2.0):
+    if error == 0.0:
+        return "better" if difference > 0 else "worse" if difference < 0 else "none"
+    if difference > threshold * error:
+        return "better"
+    if difference < -threshold * error:
+        return "worse"
+    return "none"
+
+
+def compare(rows, method, references):
+    """[{attack, epsilon, n, method, accuracy: {model: a}, differences: {reference: {...}}}].
+
+    One entry per attack (clean first, the worst case last) and epsilon that the method
+    and every reference were evaluated at, on the same number of images.
+    """
+    by_key = {(row["model"], row["attack"], float(row["epsilon"])): row for row in rows}
+    models = (method, *references)
+    attacks = ["clean"] + [name for name in _attack_order(rows)]
+    entries = []
+    for attack in attacks:
+        epsilons = sorted({float(row["epsilon"]) for row in rows if row["attack"] == attack})
+        for epsilon in epsilons:
+            found = [by_key.get((model, attack, epsilon)) for model in models]
+            if any(row is None for row in found) or len({row["n"] for row in found}) != 1:
+                continue
+            if attack != "clean" and epsilon == 0.0:
+                continue  # The same as clean.
+            n = found[0]["n"]
+            accuracy = {model: row["accuracy"] for model, row in zip(models, found)}
+            differences = {}
+            for reference in references:
+                difference = accuracy[method] - accuracy[reference]
+                error = math.hypot(standard_error(accuracy[method], n), standard_error(accuracy[reference], n))
+                differences[reference] = {"difference": difference, "standard_error": error,
+                                          "call": _call(difference, error)}
+            entries.append({"attack": attack, "epsilon": epsilon, "n": n, "method": method,
+                            "accuracy": accuracy, "differences": differences})
+    return entries
+
+
+def _attack_order(rows):
+    names = list(dict.fromkeys(row["attack"] for row in rows if row["attack"] != "clean"))
+    return [n for n in names if n != attack_table.WORST] + [n for n in names if n == attack_table.WORST]
+
+
+def _title(attack):
+    return "clean" if attack == "clean" else attack_table.title(attack)
+
+
+def _points(value):
+    return f"{100 * value:+.1f}"
+
+
+def markdown(entries, claim=None):
+    """The comparison as a Markdown table and one sentence per attack."""
+    if not entries:
+        return "No attack and epsilon was evaluated for the method and every reference alike.\n"
+    method = entries[0]["method"]
+    references = list(entries[0]["differences"])
+    lines = ["| attack | eps | n | " + " | ".join([method, *references]) + " | "
+             + " | ".join(f"{method} - {r} (2 SE)" for r in references) + " |",
+             "|---|---|---:|" + "---:|" * (1 + 2 * len(references))]
+    for entry in entries:
+        cells = [f"{100 * entry['accuracy'][m]:.1f}" for m in [method, *references]]
+        for reference in references:
+            d = entry["differences"][reference]
+            mark = {"better": " **better**", "worse": " **worse**", "none": ""}[d["call"]]
+            cells.append(f"{_points(d['difference'])} (±{100 * 2 * d['standard_error']:.1f}){mark}")
+        epsilon = "-" if entry["attack"] == "clean" else epsilon_label(entry["epsilon"])
+        lines.append(f"| {_title(entry['attack'])} | {epsilon} | {entry['n']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Accuracy in percent; differences in points, with twice their standard error "
+                 "(binomial, the two models' errors taken as independent: conservative); "
+                 "**better**/**worse**: beyond 2 SE.")
+    lines.append("")
+    if claim:
+        lines.append(f"The claim: {claim}")
+        lines.append("")
+    for attack in dict.fromkeys(entry["attack"] for entry in entries):
+        mine = [entry for entry in entries if entry["attack"] == attack]
+        for reference in references:
+            lines.append(f"- {_title(attack)}, {method} against {reference}: " + _sentence(mine, reference))
+    return "\n".join(lines) + "\n"
+
+
+def _sentence(entries, reference):
+    groups = {call: [] for call in CALLS}
+    for entry in entries:
+        d = entry["differences"][reference]
+        label = "the clean images" if entry["attack"] == "clean" else epsilon_label(entry["epsilon"])
+        groups[d["call"]].append(f"{label} ({_points(d['difference'])})")
+    parts = [f"{CALLS[call]} at {', '.join(items)}" for call, items in groups.items() if items]
+    return "; ".join(parts) + "."

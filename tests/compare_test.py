@@ -1,0 +1,71 @@
+"""`run.py --stage compare` end to end (the experiment's stage, on the embedded sample, shrunk),
+then `tools/publish_results.py`, then the rerun that `make reproduce` is: nothing retrained or
+re-attacked, the same numbers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARMS = ("baseline", "supcon", "supcon_margin")
+
+
+def compare(workdir):
+    result = subprocess.run(
+        [sys.executable, "run.py", "--stage", "compare", "--config", "configs/demo.py:smoke",
+         "--config.attack.attacks=fgsm", "--workdir", workdir],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("compare"))
+    return workdir, compare(workdir)
+
+
+def test_three_arms_attacked_alike_with_a_verdict(run):
+    workdir, stdout = run
+    with open(os.path.join(workdir, "attack", "results.json")) as f:
+        results = json.load(f)
+    assert {row["model"] for row in results["rows"]} == set(ARMS)
+    with open(os.path.join(workdir, "compare.json")) as f:
+        record = json.load(f)
+    assert set(record["arms"]) == set(ARMS)
+    assert record["arms"]["supcon"]["changes"] == {"loss.margin_weight": 0.0}
+    assert record["seed"] == 0 and record["commit"] and "cores" in record["machine"]
+    with open(os.path.join(workdir, "attack", "verdict.json")) as f:
+        entries = json.load(f)
+    assert [e["attack"] for e in entries][:1] == ["clean"] and any(e["attack"] == "fgsm" for e in entries)
+    assert all(set(e["differences"]) == {"baseline", "supcon"} for e in entries)
+    with open(os.path.join(workdir, "attack", "verdict.md")) as f:
+        text = f.read()
+    assert "The claim:" in text and "supcon_margin against baseline" in text
+    assert "The claim:" in stdout
+
+
+def test_published_and_rerun_gives_the_same_numbers_without_training_or_attacking(run, tmp_path):
+    workdir, _ = run
+    destination = str(tmp_path / "results")
+    published = subprocess.run([sys.executable, "tools/publish_results.py", workdir, destination],
+                               cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert published.returncode == 0, published.stderr
+    assert sorted(os.listdir(destination)) == sorted(
+        ["results.json", "results.md", "robustness.png", "embeddings.png", "verdict.md", "verdict.json",
+         "provenance.json"])
+    stdout = compare(workdir)
+    assert stdout.count("already done with this config") == 3
+    assert "attacking" not in stdout and stdout.count("reusing") == 3
+    with open(os.path.join(workdir, "attack", "results.json")) as f:
+        again = json.load(f)
+    with open(os.path.join(destination, "results.json")) as f:
+        first = json.load(f)
+    assert again["rows"] == first["rows"]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,58 @@
+"""report/verdict.py: the method against its references, epsilon by epsilon, with standard errors."""
+
+import math
+import sys
+
+import pytest
+
+from report import verdict
+
+
+def rows(accuracies, n=1000):
+    """Result rows from {model: {(attack, epsilon_255): accuracy}}."""
+    return [{"model": model, "attack": attack, "epsilon": epsilon / 255, "accuracy": accuracy, "n": n}
+            for model, by_key in accuracies.items() for (attack, epsilon), accuracy in by_key.items()]
+
+
+def test_a_difference_is_called_only_beyond_two_standard_errors():
+    # At n = 1000 and accuracies near 0.5, one SE of a difference is about 2.2 points.
+    table = rows({
+        "method": {("clean", 0): 0.80, ("fgsm", 0): 0.80, ("fgsm", 4): 0.50, ("fgsm", 8): 0.30},
+        "base": {("clean", 0): 0.81, ("fgsm", 0): 0.81, ("fgsm", 4): 0.44, ("fgsm", 8): 0.36},
+    })
+    entries = verdict.compare(table, "method", ("base",))
+    assert [(e["attack"], round(e["epsilon"] * 255)) for e in entries] == [("clean", 0), ("fgsm", 4), ("fgsm", 8)]
+    clean, four, eight = (e["differences"]["base"] for e in entries)
+    assert clean["call"] == "none" and four["call"] == "better" and eight["call"] == "worse"
+    expected = math.hypot(math.sqrt(0.5 * 0.5 / 1000), math.sqrt(0.44 * 0.56 / 1000))
+    assert four["standard_error"] == pytest.approx(expected)
+    assert four["difference"] == pytest.approx(0.06)
+    # Just inside 2 SE is no clear difference.
+    table = rows({"method": {("clean", 0): 0.5, ("pgd", 2): 0.5 + 0.0}, "base": {("clean", 0): 0.5, ("pgd", 2): 0.46}})
+    assert verdict.compare(table, "method", ("base",))[1]["differences"]["base"]["call"] == "none"
+
+
+def test_the_text_names_the_claim_each_reference_and_where_it_does_not_hold():
+    table = rows({
+        "supcon_margin": {("clean", 0): 0.80, ("fgsm", 8): 0.30, ("worst", 8): 0.02},
+        "baseline": {("clean", 0): 0.80, ("fgsm", 8): 0.24, ("worst", 8): 0.02},
+        "supcon": {("clean", 0): 0.81, ("fgsm", 8): 0.29, ("worst", 8): 0.03},
+    })
+    text = verdict.markdown(verdict.compare(table, "supcon_margin", ("baseline", "supcon")), "up to +2.5 points")
+    assert "The claim: up to +2.5 points" in text
+    assert "| FGSM | 8/255 | 1000 | 30.0 | 24.0 | 29.0 | +6.0" in text
+    assert "- FGSM, supcon_margin against baseline: better at 8/255 (+6.0)." in text
+    assert "- worst case, supcon_margin against supcon: no clear difference at 8/255 (-1.0)." in text
+    assert "- clean, supcon_margin against baseline: no clear difference at the clean images (+0.0)." in text
+
+
+def test_rows_missing_for_a_model_or_on_other_images_are_left_out():
+    table = rows({"method": {("clean", 0): 0.8, ("pgd", 8): 0.3}, "base": {("clean", 0): 0.8}})
+    assert [e["attack"] for e in verdict.compare(table, "method", ("base",))] == ["clean"]
+    table = rows({"method": {("pgd", 8): 0.3}}, n=500) + rows({"base": {("pgd", 8): 0.3}}, n=1000)
+    assert verdict.compare(table, "method", ("base",)) == []
+    assert "No attack" in verdict.markdown([])
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
