@@ -26,16 +26,20 @@ demo: $(VENV)/.installed
 # The experiment on real photos (configs/real_photos.py): about 3 hours of training on two
 # cores plus the attacks, resumed from runs/real_photos after any interruption, then copied to
 # results/. Progress saved by `make save-progress` (committed, for a session on another
-# machine) is restored first, never over files the workdir already has.
+# machine) is restored first, never over files the workdir already has. To check the
+# published numbers from scratch, give the rerun its own workdir, progress and results, e.g.
+#   make reproduce EXPERIMENT_WORKDIR=runs/rerun EXPERIMENT_PROGRESS=results/rerun/progress EXPERIMENT_RESULTS=results/rerun
 EXPERIMENT_WORKDIR ?= runs/real_photos
+EXPERIMENT_PROGRESS ?= results/real_photos/progress
+EXPERIMENT_RESULTS ?= results/real_photos
 reproduce: $(VENV)/.installed
-	$(PY) tools/experiment_progress.py restore results/real_photos/progress $(EXPERIMENT_WORKDIR)
+	$(PY) tools/experiment_progress.py restore $(EXPERIMENT_PROGRESS) $(EXPERIMENT_WORKDIR)
 	$(PY) run.py --stage compare --config configs/real_photos.py --workdir $(EXPERIMENT_WORKDIR)
-	$(PY) tools/publish_results.py $(EXPERIMENT_WORKDIR) results/real_photos
+	$(PY) tools/publish_results.py $(EXPERIMENT_WORKDIR) $(EXPERIMENT_RESULTS)
 
 .PHONY: save-progress
 save-progress:
-	$(PY) tools/experiment_progress.py save $(EXPERIMENT_WORKDIR) results/real_photos/progress
+	$(PY) tools/experiment_progress.py save $(EXPERIMENT_WORKDIR) $(EXPERIMENT_PROGRESS)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
