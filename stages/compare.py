@@ -12,8 +12,8 @@ and is skipped when done), then `stages.attack` evaluates all three on the same 
 images and writes the report to WORKDIR/attack/, with verdict.md/.json: the method
 against each other arm, attack by attack and epsilon by epsilon, with standard errors
 (`report.verdict`). WORKDIR/compare.json records what
-produced it: the commit, the machine, the data's sha256, the seed, each arm's config
-and training time.
+produced it: the commit of the last run (and of the run that finished each arm and the
+attacks), the machine, the data's sha256, the seed, each arm's config and training time.
 """
 
 import hashlib
@@ -103,7 +103,7 @@ def run(config, workdir):
             # Wall time of the process that finished it (a resumed run counts its last part only).
             entry = {"stage": stage, "changes": changes, "inputs": summary.get("inputs"),
                      "seconds": time.time() - start, "images_per_second": summary.get("images_per_second"),
-                     "final": summary.get("final")}
+                     "final": summary.get("final"), "commit": _commit()}
         record["arms"][arm] = entry
         record.update(commit=_commit(), machine=f"{_cpu_model()}, {os.cpu_count()} cores",
                       data=config.data.name, data_dir=config.data.data_dir,
@@ -114,6 +114,7 @@ def run(config, workdir):
     start = time.time()
     results = attack.evaluate_and_report(config, paths, os.path.join(workdir, "attack"))
     record["attack_seconds"] = time.time() - start
+    record["attack_commit"] = _commit()
     atomic_files.write_json(record_path, record)
     comparisons = verdict.compare(results["rows"], "supcon_margin", ("baseline", "supcon"))
     atomic_files.write_json(os.path.join(workdir, "attack", "verdict.json"), comparisons)

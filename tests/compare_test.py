@@ -38,6 +38,7 @@ def test_three_arms_attacked_alike_with_a_verdict(run):
     assert set(record["arms"]) == set(ARMS)
     assert record["arms"]["supcon"]["changes"] == {"loss.margin_weight": 0.0}
     assert record["seed"] == 0 and record["commit"] and "cores" in record["machine"]
+    assert record["attack_commit"] == record["commit"] == record["arms"]["baseline"]["commit"]
     with open(os.path.join(workdir, "attack", "verdict.json")) as f:
         entries = json.load(f)
     assert [e["attack"] for e in entries][:1] == ["clean"] and any(e["attack"] == "fgsm" for e in entries)
