@@ -1,12 +1,16 @@
 """Does the method beat its references? Epsilon by epsilon, with the uncertainty stated.
 
-`compare(rows, method, references)` reads the rows of results.json (`stages.attack`) and,
-for each attack (the worst case included) and epsilon, gives the method's accuracy minus
-each reference's, with the standard error of that difference. Each accuracy is a binomial
-proportion p on n test images, SE = sqrt(p (1 - p) / n); a difference's SE is
-sqrt(SE_1^2 + SE_2^2), which treats the two models' errors as independent. Both models
-are attacked on the same images, whose difficulty they share, so the true SE of the
-difference is smaller: this one is conservative, never flattering.
+`compare(rows, method, references, masks)` reads the rows of results.json (`stages.attack`)
+and, for each attack (the worst case included) and epsilon, gives the method's accuracy
+minus each reference's, with the standard error of that difference.
+
+Both models are attacked on the same test images, so the difference is a paired one: with
+the per-image verdicts (`masks`, from `stages.attack.image_masks`), d_i = correct_i(method)
+- correct_i(reference) in {-1, 0, 1} and SE = sd(d) / sqrt(n), which counts only the images
+on which the two models disagree (as McNemar's test does). Without them (rows alone), each
+accuracy is taken as an independent binomial proportion, SE = sqrt(SE_1^2 + SE_2^2) with
+SE_i = sqrt(p_i (1 - p_i) / n): larger, since the models share the images' difficulty, so
+conservative. Each entry says which one it used.
 
 A difference is called:
 - "better" if it exceeds +2 SE, "worse" if below -2 SE (about 95% two-sided);
@@ -18,6 +22,8 @@ cannot tell.
 """
 
 import math
+
+import numpy as np
 
 from attacks import table as attack_table
 from report.tables import epsilon_label
@@ -40,11 +46,26 @@ def _call(difference, error, threshold=2.0):
     return "none"
 
 
-def compare(rows, method, references):
+def paired_standard_error(method_mask, reference_mask):
+    """SE of the mean of correct(method) - correct(reference) over the same images."""
+    d = np.asarray(method_mask, np.float64) - np.asarray(reference_mask, np.float64)
+    return float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
+def _paired(masks, method, reference, key):
+    """The paired SE if both models' per-image verdicts on the same images are known, else None."""
+    mine, theirs = (masks or {}).get(method, {}).get(key), (masks or {}).get(reference, {}).get(key)
+    if mine is None or theirs is None or not np.array_equal(mine[0], theirs[0]):
+        return None
+    return paired_standard_error(mine[1], theirs[1])
+
+
+def compare(rows, method, references, masks=None):
     """[{attack, epsilon, n, method, accuracy: {model: a}, differences: {reference: {...}}}].
 
     One entry per attack (clean first, the worst case last) and epsilon that the method
-    and every reference were evaluated at, on the same number of images.
+    and every reference were evaluated at, on the same number of images. `masks`:
+    {model: {(attack, epsilon): (image indices, bool correct)}} for paired standard errors.
     """
     by_key = {(row["model"], row["attack"], float(row["epsilon"])): row for row in rows}
     models = (method, *references)
@@ -63,9 +84,13 @@ def compare(rows, method, references):
             differences = {}
             for reference in references:
                 difference = accuracy[method] - accuracy[reference]
-                error = math.hypot(standard_error(accuracy[method], n), standard_error(accuracy[reference], n))
+                error = _paired(masks, method, reference, (attack, epsilon))
+                paired = error is not None
+                if not paired:
+                    error = math.hypot(standard_error(accuracy[method], n),
+                                       standard_error(accuracy[reference], n))
                 differences[reference] = {"difference": difference, "standard_error": error,
-                                          "call": _call(difference, error)}
+                                          "paired": paired, "call": _call(difference, error)}
             entries.append({"attack": attack, "epsilon": epsilon, "n": n, "method": method,
                             "accuracy": accuracy, "differences": differences})
     return entries
@@ -102,9 +127,11 @@ def markdown(entries, claim=None):
         epsilon = "-" if entry["attack"] == "clean" else epsilon_label(entry["epsilon"])
         lines.append(f"| {_title(entry['attack'])} | {epsilon} | {entry['n']} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Accuracy in percent; differences in points, with twice their standard error "
-                 "(binomial, the two models' errors taken as independent: conservative); "
-                 "**better**/**worse**: beyond 2 SE.")
+    paired = all(d["paired"] for entry in entries for d in entry["differences"].values())
+    how = ("paired over the same images: only the images on which the two models disagree count"
+           if paired else "binomial, the two models' errors taken as independent: conservative")
+    lines.append(f"Accuracy in percent; differences in points, with twice their standard error "
+                 f"({how}); **better**/**worse**: beyond 2 SE.")
     lines.append("")
     if claim:
         lines.append(f"The claim: {claim}")

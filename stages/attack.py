@@ -27,6 +27,7 @@ from attacks import table as attack_table
 from attacks.evaluate import AttackSettings
 from attacks.evaluate import Evaluation
 from attacks.evaluate import Progress
+from attacks.evaluate import common_indices
 from attacks.evaluate import evaluate
 from attacks.evaluate import subset
 from attacks.evaluate import worst_case
@@ -158,8 +159,28 @@ def run(config, workdir):
     return evaluate_and_report(config, paths, os.path.join(workdir, "attack"))
 
 
-def evaluate_and_report(config, paths, out):
-    """Attacks the models {name: model.keras path} as config.attack says; writes the report to `out`."""
+def image_masks(evaluations):
+    """{(attack, epsilon): (indices, bool mask)} of one model's evaluations, "clean" and the worst case included.
+
+    What each row of `result_rows` counts, image by image, so that two models can be
+    compared on the same images (report.verdict's paired standard errors).
+    """
+    largest = max(evaluations.values(), key=lambda e: e.n)
+    masks = {("clean", 0.0): (largest.indices, largest.clean)}
+    for name, evaluation in evaluations.items():
+        masks.update({(name, float(epsilon)): (evaluation.indices, mask)
+                      for epsilon, mask in evaluation.correct.items()})
+    shared = np.asarray(common_indices(evaluations), np.int64)
+    masks.update({(attack_table.WORST, float(epsilon)): (shared, mask)
+                  for epsilon, mask in worst_case(evaluations).items()})
+    return masks
+
+
+def evaluate_and_report(config, paths, out, keep=None):
+    """Attacks the models {name: model.keras path} as config.attack says; writes the report to `out`.
+
+    `keep`, a dict, receives {model: {attack: Evaluation}}.
+    """
     settings = settings_from(config)
     attacks = list(config.attack.attacks)
     subsets = dict(config.attack.subsets)
@@ -175,6 +196,8 @@ def evaluate_and_report(config, paths, out):
             rows.extend(result_rows(name, evaluations))
             checks[name] = sanity_checks.check(evaluations)
             every[name] = evaluations
+            if keep is not None:
+                keep[name] = evaluations
             seconds[name] = {attack: e.seconds for attack, e in evaluations.items()}
             if config.attack.embedding_examples:
                 model = model or keras.models.load_model(path)

@@ -112,11 +112,13 @@ def run(config, workdir):
         atomic_files.write_json(record_path, record)
     print("== attack", flush=True)
     start = time.time()
-    results = attack.evaluate_and_report(config, paths, os.path.join(workdir, "attack"))
+    evaluations = {}
+    results = attack.evaluate_and_report(config, paths, os.path.join(workdir, "attack"), keep=evaluations)
     record["attack_seconds"] = time.time() - start
     record["attack_commit"] = _commit()
     atomic_files.write_json(record_path, record)
-    comparisons = verdict.compare(results["rows"], "supcon_margin", ("baseline", "supcon"))
+    masks = {model: attack.image_masks(by_attack) for model, by_attack in evaluations.items()}
+    comparisons = verdict.compare(results["rows"], "supcon_margin", ("baseline", "supcon"), masks)
     atomic_files.write_json(os.path.join(workdir, "attack", "verdict.json"), comparisons)
     text = verdict.markdown(comparisons, CLAIM)
     atomic_files.write_text(os.path.join(workdir, "attack", "verdict.md"), text)

@@ -43,6 +43,9 @@ def test_three_arms_attacked_alike_with_a_verdict(run):
         entries = json.load(f)
     assert [e["attack"] for e in entries][:1] == ["clean"] and any(e["attack"] == "fgsm" for e in entries)
     assert all(set(e["differences"]) == {"baseline", "supcon"} for e in entries)
+    # The models were attacked on the same images: the standard errors are paired ones.
+    assert all(d["paired"] for e in entries for d in e["differences"].values())
+    assert any(e["attack"] == "worst" for e in entries)
     with open(os.path.join(workdir, "attack", "verdict.md")) as f:
         text = f.read()
     assert "The claim:" in text and "supcon_margin against baseline" in text

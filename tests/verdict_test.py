@@ -3,6 +3,7 @@
 import math
 import sys
 
+import numpy as np
 import pytest
 
 from report import verdict
@@ -44,6 +45,27 @@ def test_the_text_names_the_claim_each_reference_and_where_it_does_not_hold():
     assert "- FGSM, supcon_margin against baseline: better at 8/255 (+6.0)." in text
     assert "- worst case, supcon_margin against supcon: no clear difference at 8/255 (-1.0)." in text
     assert "- clean, supcon_margin against baseline: no clear difference at the clean images (+0.0)." in text
+
+
+def test_per_image_verdicts_give_the_paired_error_which_sees_a_small_consistent_gain():
+    # Both models are right on the same 480 of 1,000 images; the method also on 20 more.
+    n = 1000
+    indices = np.arange(n)
+    base = np.zeros(n, bool)
+    base[:480] = True
+    method = base.copy()
+    method[480:500] = True
+    table = rows({"method": {("clean", 0): 0.9, ("pgd", 8): 0.50}, "base": {("clean", 0): 0.9, ("pgd", 8): 0.48}})
+    unpaired = verdict.compare(table, "method", ("base",))[1]["differences"]["base"]
+    assert unpaired["call"] == "none" and not unpaired["paired"]
+    masks = {"method": {("pgd", 8 / 255): (indices, method)}, "base": {("pgd", 8 / 255): (indices, base)}}
+    paired = verdict.compare(table, "method", ("base",), masks)[1]["differences"]["base"]
+    assert paired["paired"] and paired["call"] == "better"
+    assert paired["standard_error"] == pytest.approx(np.std(method.astype(float) - base, ddof=1) / np.sqrt(n))
+    assert paired["standard_error"] < unpaired["standard_error"] / 4
+    # Verdicts on different images cannot be paired: the independent error is used.
+    masks["base"][("pgd", 8 / 255)] = (indices + 1, base)
+    assert not verdict.compare(table, "method", ("base",), masks)[1]["differences"]["base"]["paired"]
 
 
 def test_rows_missing_for_a_model_or_on_other_images_are_left_out():
