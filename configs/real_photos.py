@@ -14,10 +14,14 @@ Square) on 1,000 of those, and the per-image worst case over all three there.
 Budget: about 3 hours of training on the 2-core build machine with TensorFlow's own CPU
 kernels (width 1/4 trains at about 210 images/s there in float32: 10 epochs of 45,000
 images is 36 minutes for the baseline and twice that for each two-view model), about half
-that with oneDNN (run.py's default), plus the attacks: several hours, most of them the
-AutoAttack-like cascade (`make bench`: 4.8 s per image that resists every attack). It is
-more than one working session: `make save-progress` and `make reproduce` carry it across
-machines (tools/experiment_progress.py). The margin: pairwise (Hadsell),
+that with oneDNN (run.py's default): measured 2026-12-03, about 290 s per two-view epoch
+(310 images/s). Then the attacks, per model: FGSM on 10,000 images 81 s, PGD-10 on 2,000
+about 4.5 minutes, the AutoAttack-like cascade on 1,000 at 5 epsilons about 50 minutes
+(APGD-CE's 100 steps on every clean-correct image at every epsilon are most of it; 6
+minutes for 500 images at 1/255). It is more than one working session: `make
+save-progress` and `make reproduce` carry it across machines
+(tools/experiment_progress.py), and a cut attack carries on from its last batch and
+epsilon. The margin: pairwise (Hadsell),
 1.0 in distance between unit vectors, the config's default (a stated default: the short
 `tune` search on the validation split is the other way to pick it).
 
