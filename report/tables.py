@@ -1,4 +1,10 @@
-"""The results table: one row per model and attack, one column per epsilon."""
+"""The results table: one row per model and attack, one column per epsilon.
+
+Each accuracy carries its binomial standard error, sqrt(p (1 - p) / n): what another draw of
+n test images would move it by, for one trained model (one seed).
+"""
+
+import math
 
 from attacks import table as attack_table
 
@@ -15,23 +21,35 @@ def attacks_in(rows):
     return [n for n in names if n != attack_table.WORST] + [n for n in names if n == attack_table.WORST]
 
 
+def standard_error(accuracy, n):
+    """The binomial standard error of an accuracy measured on n images (nan for none)."""
+    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / n) if n else float("nan")
+
+
+def cell(row):
+    """'52.7 ±0.5': accuracy and one standard error, in percent."""
+    return f"{100 * row['accuracy']:.1f} ±{100 * standard_error(row['accuracy'], row['n']):.1f}"
+
+
 def markdown(rows):
-    """A Markdown table of accuracies (percent) from result rows."""
+    """A Markdown table of accuracies (percent, ± one standard error) from result rows."""
     epsilons = sorted({row["epsilon"] for row in rows if row["attack"] != "clean"})
-    lines = ["| model | attack | clean | " + " | ".join(f"eps {epsilon_label(e)}" for e in epsilons)
-             + " |", "|---|---|---:|" + "---:|" * len(epsilons)]
+    lines = ["| model | attack | images | clean | "
+             + " | ".join(f"eps {epsilon_label(e)}" for e in epsilons) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(epsilons)]
     models = list(dict.fromkeys(row["model"] for row in rows))
-    sizes = set()
+    total = max((row["n"] for row in rows if row["attack"] == "clean"), default=0)
     for model in models:
         mine = {(row["attack"], row["epsilon"]): row for row in rows if row["model"] == model}
-        clean = mine[("clean", 0.0)]["accuracy"]
+        clean = mine[("clean", 0.0)]
         for attack in attacks_in(rows):
-            cells = [f"{100 * mine[(attack, e)]['accuracy']:.1f}" if (attack, e) in mine else "-"
-                     for e in epsilons]
-            sizes.update(mine[(attack, e)]["n"] for e in epsilons if (attack, e) in mine)
-            lines.append(f"| {model} | {attack_table.title(attack)} | {100 * clean:.1f} | "
+            cells = [cell(mine[(attack, e)]) if (attack, e) in mine else "-" for e in epsilons]
+            sizes = sorted({mine[(attack, e)]["n"] for e in epsilons if (attack, e) in mine})
+            lines.append(f"| {model} | {attack_table.title(attack)} | "
+                         f"{' or '.join(f'{n:,}' for n in sizes) or '-'} | {cell(clean)} | "
                          + " | ".join(cells) + " |")
-    shown = " or ".join(str(n) for n in sorted(sizes)) or "0"
-    lines.append(f"\nAccuracy in percent on {shown} test images; the worst case counts an image "
-                 "as robust only if every attack failed on it.")
+    lines.append(f"\nAccuracy in percent ± one binomial standard error, sqrt(p(1-p)/n), for one "
+                 f"trained model; `clean` on all {total:,} test images, the epsilon columns "
+                 "on the attack's `images` (eps 0 = clean accuracy there); the worst case counts an "
+                 "image as robust only if every attack failed on it.")
     return "\n".join(lines) + "\n"

@@ -26,14 +26,9 @@ import math
 import numpy as np
 
 from attacks import table as attack_table
-from report.tables import epsilon_label
+from report.tables import epsilon_label, standard_error
 
 CALLS = {"better": "better", "worse": "worse", "none": "no clear difference"}
-
-
-def standard_error(accuracy, n):
-    """Binomial standard error of an accuracy measured on n images."""
-    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / n) if n else float("nan")
 
 
 def _call(difference, error, threshold=2.0):

@@ -1,4 +1,5 @@
-"""report/verdict.py: the method against its references, epsilon by epsilon, with standard errors."""
+"""report/verdict.py: the method against its references, epsilon by epsilon, with standard errors;
+report/tables.py: the results table with each accuracy's standard error."""
 
 import math
 import sys
@@ -6,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from report import verdict
+from report import tables, verdict
 
 
 def rows(accuracies, n=1000):
@@ -74,6 +75,17 @@ def test_rows_missing_for_a_model_or_on_other_images_are_left_out():
     table = rows({"method": {("pgd", 8): 0.3}}, n=500) + rows({"base": {("pgd", 8): 0.3}}, n=1000)
     assert verdict.compare(table, "method", ("base",)) == []
     assert "No attack" in verdict.markdown([])
+
+
+def test_the_results_table_gives_each_accuracy_its_images_and_standard_error():
+    table = rows({"baseline": {("clean", 0): 0.8, ("fgsm", 0): 0.8, ("fgsm", 4): 0.1}}, n=10000)
+    table += rows({"baseline": {("pgd", 0): 0.8, ("pgd", 4): 0.5}}, n=2000)
+    text = tables.markdown(table)
+    # sqrt(.8 * .2 / 10000) = 0.4 points; sqrt(.1 * .9 / 10000) = 0.3; sqrt(.25 / 2000) = 1.1.
+    assert "| baseline | FGSM | 10,000 | 80.0 ±0.4 | 80.0 ±0.4 | 10.0 ±0.3 |" in text
+    assert "| baseline | PGD | 2,000 | 80.0 ±0.4 | 80.0 ±0.9 | 50.0 ±1.1 |" in text
+    assert "on all 10,000 test images" in text
+    assert math.isnan(tables.standard_error(0.5, 0)) and tables.standard_error(1.0, 7) == 0.0
 
 
 if __name__ == "__main__":
