@@ -16,9 +16,9 @@ kernels (width 1/4 trains at about 210 images/s there in float32: 10 epochs of 4
 images is 36 minutes for the baseline and twice that for each two-view model), about half
 that with oneDNN (run.py's default): measured 2026-12-03, about 290 s per two-view epoch
 (310 images/s). Then the attacks, per model: FGSM on 10,000 images 81 s, PGD-10 on 2,000
-about 4.5 minutes, the AutoAttack-like cascade on 1,000 at 5 epsilons about 50 minutes
-(APGD-CE's 100 steps on every clean-correct image at every epsilon are most of it; 6
-minutes for 500 images at 1/255). It is more than one working session: `make
+about 4.5 minutes, the AutoAttack-like cascade on 1,000 at 5 epsilons 36 minutes for
+the baseline (APGD-CE's 100 steps on every clean-correct image at every epsilon are most
+of it; 6 minutes for 500 images at 1/255). It is more than one working session: `make
 save-progress` and `make reproduce` carry it across machines
 (tools/experiment_progress.py), and a cut attack carries on from its last batch and
 epsilon. The margin: pairwise (Hadsell),
