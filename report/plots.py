@@ -2,6 +2,9 @@
 
 - robustness.png: accuracy against epsilon, one panel per attack (and the per-image worst
   case), one line per model.
+- verdict.png (the comparison of several models): the method minus each other model, in
+  points with error bars of 2 standard errors, one panel per attack: a bar clear of zero
+  is a difference, one across it is not.
 - embeddings.png: a t-SNE map of each model's test features, coloured by class, with
   the cosine silhouette score (how well the classes separate, -1 to 1) in each title.
   Models with identical features (a linear probe keeps its encoder) share one panel.
@@ -46,6 +49,43 @@ def robustness_figure(rows, title):
     axes[0].set_ylabel("accuracy (%)")
     axes[0].set_ylim(bottom=0)
     axes[-1].legend(title="model", loc="upper right")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def difference_figure(comparisons, title):
+    """The method's accuracy minus each reference's (points, ±2 SE) against epsilon, per attack.
+
+    `comparisons` is what report.verdict.compare returns; the clean images are the first
+    point of every panel.
+    """
+    attacks = list(dict.fromkeys(e["attack"] for e in comparisons if e["attack"] != "clean"))
+    clean = [e for e in comparisons if e["attack"] == "clean"]
+    references = list(dict.fromkeys(r for e in comparisons for r in e["differences"]))
+    palette = matplotlib.colormaps["tab10"]
+    figure = Figure(figsize=(4.6 * max(len(attacks), 1) + 0.6, 3.8))
+    axes = figure.subplots(1, max(len(attacks), 1), sharey=True, squeeze=False)[0]
+    for axis, attack in zip(axes, attacks):
+        entries = clean + sorted((e for e in comparisons if e["attack"] == attack),
+                                 key=lambda e: e["epsilon"])
+        labels = ["clean"] + [epsilon_label(e["epsilon"]) for e in entries[len(clean):]]
+        for index, reference in enumerate(references):
+            shift = (index - (len(references) - 1) / 2) * 0.15
+            points = [(position + shift, e["differences"][reference])
+                      for position, e in enumerate(entries) if reference in e["differences"]]
+            axis.errorbar([x for x, _ in points], [100 * d["difference"] for _, d in points],
+                          yerr=[200 * d["standard_error"] for _, d in points], fmt="o", capsize=3,
+                          color=palette(index + 2), label=f"minus {reference}")
+        axis.axhline(0.0, color="black", linewidth=0.8)
+        axis.set_xticks(range(len(labels)), labels)
+        axis.set_xlabel("epsilon (L-infinity)")
+        sizes = sorted({e["n"] for e in entries[len(clean):]})
+        axis.set_title(f"{attack_table.title(attack)} ({' or '.join(map(str, sizes))} images)")
+        axis.grid(alpha=0.3)
+    method = comparisons[0]["method"] if comparisons else "method"
+    axes[0].set_ylabel(f"{method} minus other (points, ±2 SE)")
+    axes[-1].legend(loc="upper right")
     figure.suptitle(title)
     figure.tight_layout()
     return figure

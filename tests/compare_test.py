@@ -38,7 +38,9 @@ def test_three_arms_attacked_alike_with_a_verdict(run):
     assert set(record["arms"]) == set(ARMS)
     assert record["arms"]["supcon"]["changes"] == {"loss.margin_weight": 0.0}
     assert record["seed"] == 0 and record["commit"] and "cores" in record["machine"]
-    assert record["attack_commit"] == record["commit"] == record["arms"]["baseline"]["commit"]
+    assert record["report_commit"] == record["commit"] == record["arms"]["baseline"]["commit"]
+    assert record["attack_seconds"] == pytest.approx(
+        sum(s for by_attack in results["seconds"].values() for s in by_attack.values()))
     with open(os.path.join(workdir, "attack", "verdict.json")) as f:
         entries = json.load(f)
     assert [e["attack"] for e in entries][:1] == ["clean"] and any(e["attack"] == "fgsm" for e in entries)
@@ -50,6 +52,8 @@ def test_three_arms_attacked_alike_with_a_verdict(run):
         text = f.read()
     assert "The claim:" in text and "supcon_margin against baseline" in text
     assert "The claim:" in stdout
+    with open(os.path.join(workdir, "attack", "verdict.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_published_and_rerun_gives_the_same_numbers_without_training_or_attacking(run, tmp_path):
@@ -60,7 +64,9 @@ def test_published_and_rerun_gives_the_same_numbers_without_training_or_attackin
     assert published.returncode == 0, published.stderr
     assert sorted(os.listdir(destination)) == sorted(
         ["results.json", "results.md", "robustness.png", "embeddings.png", "verdict.md", "verdict.json",
-         "provenance.json"])
+         "verdict.png", "provenance.json"])
+    with open(os.path.join(workdir, "compare.json")) as f:
+        first_seconds = json.load(f)["attack_seconds"]
     stdout = compare(workdir)
     assert stdout.count("already done with this config") == 3
     assert "attacking" not in stdout and stdout.count("reusing") == 3
@@ -69,6 +75,9 @@ def test_published_and_rerun_gives_the_same_numbers_without_training_or_attackin
     with open(os.path.join(destination, "results.json")) as f:
         first = json.load(f)
     assert again["rows"] == first["rows"]
+    # The attacks' seconds are those of the evaluations reused, not of the rerun.
+    with open(os.path.join(workdir, "compare.json")) as f:
+        assert json.load(f)["attack_seconds"] == first_seconds
 
 
 if __name__ == "__main__":

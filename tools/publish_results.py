@@ -3,7 +3,7 @@
     python tools/publish_results.py runs/real_photos results/real_photos
 
 Copies what `--stage compare` wrote (attack/results.json, results.md, robustness.png,
-embeddings.png, verdict.md/.json, compare.json: commit, machine, data sha256, seed, configs, times) and
+embeddings.png, verdict.md/.json/.png, compare.json: commit, machine, data sha256, seed, configs, times) and
 refuses to overwrite a folder that holds results of another commit unless --replace.
 """
 
@@ -16,6 +16,7 @@ import sys
 FILES = {"attack/results.json": "results.json", "attack/results.md": "results.md",
          "attack/robustness.png": "robustness.png", "attack/embeddings.png": "embeddings.png",
          "attack/verdict.md": "verdict.md", "attack/verdict.json": "verdict.json",
+         "attack/verdict.png": "verdict.png",
          "compare.json": "provenance.json"}
 
 
