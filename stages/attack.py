@@ -83,6 +83,12 @@ def result_rows(model_name, evaluations):
     return rows
 
 
+def embedding_indices(total, count, seed):
+    """The test images of the t-SNE picture: a seeded draw of `count`, not the first ones (a
+    test set stored class by class, as an image folder is, would show a single class)."""
+    return subset(min(count, total), total, seed)
+
+
 def encoder_features(encoder, images, batch_size):
     """The encoder's features of `images`, in batches (a plain call: no tracing per model)."""
     return np.concatenate([encoder(images[start:start + batch_size], training=False).numpy()
@@ -188,7 +194,7 @@ def evaluate_and_report(config, paths, out, keep=None):
     with run_context(config.seed, "float32"):
         data, images, labels = test_images(config)
         images_sha256 = hashlib.sha256(images.tobytes() + np.asarray(labels).tobytes()).hexdigest()
-        shown = slice(0, config.attack.embedding_examples)
+        shown = embedding_indices(len(labels), config.attack.embedding_examples, settings.seed)
         rows, checks, embeddings, seconds, every = [], {}, {}, {}, {}
         for name, path in paths.items():
             evaluations, model = evaluate_model(name, path, images, labels, images_sha256, settings,

@@ -288,5 +288,14 @@ def test_attack_xla_auto_follows_the_device_and_onednn():
         assert attack_stage.settings_from(config).jit_compile is (precision.onednn_enabled() is False)
 
 
+def test_the_embedding_picture_draws_its_images_from_every_class_of_a_sorted_test_set():
+    from stages import attack as attack_stage
+    labels = np.repeat(np.arange(10), 100)  # Stored class by class, as an image folder is.
+    shown = attack_stage.embedding_indices(len(labels), 200, seed=0)
+    assert len(shown) == 200 and len(set(labels[shown])) == 10
+    np.testing.assert_array_equal(shown, attack_stage.embedding_indices(len(labels), 200, seed=0))
+    assert len(attack_stage.embedding_indices(len(labels), 5000, seed=0)) == len(labels)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
