@@ -86,7 +86,7 @@ def result_rows(model_name, evaluations):
 def embedding_indices(total, count, seed):
     """The test images of the t-SNE picture: a seeded draw of `count`, not the first ones (a
     test set stored class by class, as an image folder is, would show a single class)."""
-    return subset(min(count, total), total, seed)
+    return subset(count, total, seed)
 
 
 def encoder_features(encoder, images, batch_size):
