@@ -29,6 +29,8 @@ demo: $(VENV)/.installed
 # machine) is restored first, never over files the workdir already has. To check the
 # published numbers from scratch, give the rerun its own workdir, progress and results, e.g.
 #   make reproduce EXPERIMENT_WORKDIR=runs/rerun EXPERIMENT_PROGRESS=results/rerun/progress EXPERIMENT_RESULTS=results/rerun
+# which then compares every accuracy with the published ones (tools/check_reproduction.py).
+PUBLISHED_RESULTS = results/real_photos
 EXPERIMENT_WORKDIR ?= runs/real_photos
 EXPERIMENT_PROGRESS ?= results/real_photos/progress
 EXPERIMENT_RESULTS ?= results/real_photos
@@ -36,6 +38,11 @@ reproduce: $(VENV)/.installed
 	$(PY) tools/experiment_progress.py restore $(EXPERIMENT_PROGRESS) $(EXPERIMENT_WORKDIR)
 	$(PY) run.py --stage compare --config configs/real_photos.py --workdir $(EXPERIMENT_WORKDIR)
 	$(PY) tools/publish_results.py $(EXPERIMENT_WORKDIR) $(EXPERIMENT_RESULTS)
+	@if [ "$(EXPERIMENT_RESULTS)" != "$(PUBLISHED_RESULTS)" ]; then $(MAKE) --no-print-directory check-reproduction; fi
+
+.PHONY: check-reproduction
+check-reproduction:
+	$(PY) tools/check_reproduction.py $(PUBLISHED_RESULTS) $(EXPERIMENT_RESULTS)
 
 .PHONY: save-progress
 save-progress:
