@@ -19,14 +19,14 @@ clear difference, come out the same?); `markdown` writes both with the two runs'
 
 import math
 
-from report.tables import epsilon_label
+from report.tables import epsilon_label, standard_error
 from report.verdict import CALLS
 
 
 def allowed_gap(first, n_first, second, n_second, spread=2.0):
     """`spread` pooled standard errors of the difference of two binomial accuracies."""
     pooled = (first * n_first + second * n_second) / (n_first + n_second)
-    return spread * math.sqrt(max(pooled * (1.0 - pooled), 0.0) * (1.0 / n_first + 1.0 / n_second))
+    return spread * math.hypot(standard_error(pooled, n_first), standard_error(pooled, n_second))
 
 
 def _key(row):

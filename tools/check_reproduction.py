@@ -15,6 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from report import reproduction  # noqa: E402
+from stages import atomic_files  # noqa: E402
 
 
 def _load(folder, name):
@@ -45,13 +46,12 @@ def main(argv=None):
     missing = reproduction.missing_rows(first, second)
     names = os.path.basename(os.path.normpath(args.first)), os.path.basename(os.path.normpath(args.second))
     text = reproduction.markdown(compared, verdicts, *names, missing=missing)
-    with open(os.path.join(args.second, "reproduction.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(args.second, "reproduction.json"), "w") as f:
-        json.dump({"first": args.first, "second": args.second,
-                   "summary": reproduction.summary(compared, verdicts),
-                   "accuracies": compared, "verdicts": verdicts,
-                   "missing": [list(key) for key in missing]}, f, indent=2)
+    atomic_files.write_text(os.path.join(args.second, "reproduction.md"), text)
+    atomic_files.write_json(os.path.join(args.second, "reproduction.json"),
+                            {"first": args.first, "second": args.second,
+                             "summary": reproduction.summary(compared, verdicts),
+                             "accuracies": compared, "verdicts": verdicts,
+                             "missing": [list(key) for key in missing]})
     print(text.split("\n## ")[0].strip())
     return 0
 
