@@ -87,11 +87,7 @@ def source_fingerprint(path, image_extensions=()):
     """
     status = os.stat(path)
     if not os.path.isdir(path):
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(_CHUNK), b""):
-                digest.update(block)
-        return {"kind": "file", "sha256": digest.hexdigest(), "bytes": status.st_size}
+        return {"kind": "file", "sha256": file_sha256(path), "bytes": status.st_size}
     listing = []
     for directory, subdirectories, names in os.walk(path):
         relative = os.path.relpath(directory, path).replace(os.sep, "/")
@@ -107,6 +103,15 @@ def source_fingerprint(path, image_extensions=()):
         digest.update(json.dumps(entry).encode("utf-8") + b"\n")
     return {"kind": "directory", "listing_sha256": digest.hexdigest(),
             "files": sum(entry[0] == "file" for entry in listing)}
+
+
+def file_sha256(path):
+    """The sha256 of the file at `path` (hex), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_or_decode(path, params, decode, image_extensions=()):

@@ -17,18 +17,19 @@ seed, each arm's config and training time, the attacks' compute time (summed ove
 evaluations, whichever run did them) and the commit that wrote the report.
 """
 
-import hashlib
 import json
 import os
 import platform
 import subprocess
 import time
 
+from pipeline import decoded_cache
 from pipeline.errors import UserError
 from report import plots, verdict
 from stages import atomic_files
 from stages import attack
 from stages import train
+from training import specs
 
 # What the paper (arXiv 2412.19747) reports, which the verdict is set beside.
 CLAIM = ("margin-based supervised contrastive training (SupCon + margin + CE) raises FGSM "
@@ -66,13 +67,7 @@ def _commit():
 
 
 def _data_sha256(data_dir):
-    if not data_dir or not os.path.isfile(data_dir):
-        return None
-    digest = hashlib.sha256()
-    with open(data_dir, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return decoded_cache.file_sha256(data_dir) if data_dir and os.path.isfile(data_dir) else None
 
 
 def _cpu_model():
@@ -100,6 +95,8 @@ def run(config, workdir):
         summary = train.train(arm_config(config, changes), arm_workdir, stage)
         paths[arm] = os.path.join(arm_workdir, stage, "model.keras")
         entry = record["arms"].get(arm, {})
+        if entry.get("inputs") is not None:
+            entry["inputs"] = specs.with_data_identity(entry["inputs"])
         if "seconds" not in entry or entry.get("inputs") != summary.get("inputs"):
             # Wall time of the process that finished it (a resumed run counts its last part only).
             entry = {"stage": stage, "changes": changes, "inputs": summary.get("inputs"),

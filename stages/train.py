@@ -98,12 +98,14 @@ def check_workdir(out, inputs, stage):
     """
     summary = _read_json(os.path.join(out, "summary.json"))
     if summary is not None and os.path.exists(os.path.join(out, "model.keras")):
-        if summary.get("inputs") == inputs:
-            return summary
-        _, shown = _differences(summary.get("inputs") or {}, inputs)
+        finished_inputs = specs.with_data_identity(summary.get("inputs") or {})
+        if finished_inputs == inputs:
+            return {**summary, "inputs": finished_inputs}
+        _, shown = _differences(finished_inputs, inputs)
         raise UserError(f"{out} holds a {stage} model trained with another config ({shown}); use "
                         f"another --workdir, or delete {out} to train it again.")
     recorded = _read_json(os.path.join(out, INPUTS))
+    recorded = specs.with_data_identity(recorded) if isinstance(recorded, dict) else recorded
     if recorded is None or recorded == inputs or not os.path.exists(os.path.join(out, fit_lib.BACKUP)):
         return None
     changed, shown = _differences(recorded, inputs)

@@ -71,6 +71,7 @@ def check_inputs(out, inputs):
             recorded = json.load(f)
     except (OSError, ValueError):
         recorded = None
+    recorded = specs.with_data_identity(recorded) if isinstance(recorded, dict) else None
     if recorded is None:
         # Only a search's own state counts (Keras Tuner's oracle.json, written by a local
         # search or a chief): workers create the search folder too, and may start first.

@@ -2,6 +2,7 @@
 good checkpoint and resumes, each stage's skip key covers only what it reads."""
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -146,6 +147,37 @@ def test_a_finished_stage_with_another_config_is_not_mixed(tmp_path):
     with pytest.raises(UserError) as error:
         train.check_workdir(out, {"loss.margin": 0.5}, "pretrain")
     assert "loss.margin: 1.0 -> 0.5" in str(error.value) and f"delete {out}" in str(error.value)
+
+
+def test_an_archive_enters_the_key_by_content_so_a_run_is_found_at_another_path(tmp_path):
+    archive = tmp_path / "here" / "photos.tar"
+    moved = tmp_path / "elsewhere" / "photos.tar"
+    for path in (archive, moved):
+        path.parent.mkdir()
+        path.write_bytes(b"the same images")
+    keys = []
+    for path in (archive, moved):
+        config = demo.get_config("smoke")
+        config.data.update(name="folder", data_dir=str(path))
+        keys.append(specs.decisive_fields(json.loads(config.to_json_best_effort()), specs.BASELINE))
+    assert keys[0] == keys[1] and "data.data_dir" not in keys[0]
+    assert keys[0]["data.data_sha256"] == hashlib.sha256(b"the same images").hexdigest()
+    # A run finished before the key held the content (its summary names the path) is
+    # still recognised, and is refused once the archive at that path has other bytes.
+    out = tmp_path / "run" / "baseline"
+    out.mkdir(parents=True)
+    (out / "model.keras").write_text("stand-in")
+    recorded = {name: value for name, value in keys[0].items() if name != "data.data_sha256"}
+    (out / "summary.json").write_text(json.dumps({"inputs": {**recorded, "data.data_dir": str(archive)}}))
+    assert train.check_workdir(str(out), keys[1], "baseline")["inputs"] == keys[1]
+    archive.write_bytes(b"other images")
+    with pytest.raises(UserError, match="data.data_sha256"):
+        train.check_workdir(str(out), keys[1], "baseline")
+    # A folder of images stays keyed by its path.
+    folder_config = demo.get_config("smoke")
+    folder_config.data.update(name="folder", data_dir=str(tmp_path / "here"))
+    folder_key = specs.decisive_fields(json.loads(folder_config.to_json_best_effort()), specs.BASELINE)
+    assert folder_key["data.data_dir"] == str(tmp_path / "here")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,17 @@
 A stage's `reads` are the config fields that decide its model. They form the key under
 which a finished stage is recognised (and skipped) on a rerun: changing `loss.margin`
 retrains pretrain and finetune, never the cross-entropy baseline.
+
+The data enter the key by content where they are one file (a tar of images, an official
+archive): `data.data_dir` is replaced by `data.data_sha256`, so a finished run is
+recognised in a clone at another path, or with the archive moved. A folder or a TFDS
+data_dir stays keyed by its path.
 """
 
 import dataclasses
+import os
+
+from pipeline import decoded_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +72,30 @@ def decisive_fields(resolved, spec):
                 flat[name] = value
 
     walk(resolved, "")
-    return {name: value for name, value in flat.items()
-            if any(name == read or name.startswith(read + ".") for read in spec.reads)
-            and name not in NOT_DECIDING}
+    return with_data_identity({
+        name: value for name, value in flat.items()
+        if any(name == read or name.startswith(read + ".") for read in spec.reads)
+        and name not in NOT_DECIDING})
+
+
+# (path, size, mtime_ns) -> sha256: a stage checks its key more than once per run.
+_HASHED = {}
+
+
+def with_data_identity(inputs):
+    """`inputs` (a flat key) with a `data.data_dir` that names a file replaced by the file's
+    sha256, `data.data_sha256`; anything else unchanged.
+
+    Applied to recorded keys too, so a key written before the data entered by content (it
+    holds the archive's path) still matches where that path holds the same file.
+    """
+    path = inputs.get("data.data_dir")
+    if not isinstance(path, str) or not path or not os.path.isfile(path):
+        return inputs
+    status = os.stat(path)
+    stamp = (os.path.abspath(path), status.st_size, status.st_mtime_ns)
+    if stamp not in _HASHED:
+        _HASHED[stamp] = decoded_cache.file_sha256(path)
+    identified = {name: value for name, value in inputs.items() if name != "data.data_dir"}
+    identified["data.data_sha256"] = _HASHED[stamp]
+    return identified
