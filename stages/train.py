@@ -9,6 +9,7 @@
 What each stage is lives in `training.specs`; how it is built in `training.builders`;
 the training itself in `training.fit`. Each writes `inputs.json` (the config fields that
 decide it, see `StageSpec.reads`), `config.json` (the whole resolved config),
+`precision.json` (the policy it trains with, see `resumed_precision`),
 `history.csv`, TensorBoard logs under `logs/`, a `backup/` it resumes from after a crash,
 and, when it completes, `model.keras` (float32, images in [0, 1] -> logits; written
 atomically) and `summary.json`. A finished stage with the same inputs is skipped; one
@@ -21,6 +22,7 @@ import os
 
 import keras
 
+from models import precision as precision_lib
 from pipeline.errors import UserError
 from stages import atomic_files
 from stages import data as data_stage
@@ -31,6 +33,8 @@ from training import specs
 from training.run_context import run_context
 
 INPUTS = "inputs.json"
+# The precision policy a run started with (kept by a resumed run under `auto`).
+PRECISION = "precision.json"
 
 
 def float32_copy(model):
@@ -119,6 +123,22 @@ def check_workdir(out, inputs, stage):
                     "to start afresh.")
 
 
+def resumed_precision(out, config, stage):
+    """The policy to train `out` with: what config.train.precision picks for this width on
+    this machine, except that a run resumed under `auto` keeps the policy it started with
+    (a run carried to a machine with bfloat16 instructions must not change arithmetic
+    halfway)."""
+    chosen = precision_lib.resolve(config.train.precision, config.model.width)
+    started = (_read_json(os.path.join(out, PRECISION)) or {}).get("policy")
+    if (config.train.precision == "auto" and started in precision_lib.POLICIES
+            and started not in ("auto", chosen)
+            and os.path.exists(os.path.join(out, fit_lib.BACKUP))):
+        print(f"{stage}: resuming with the precision policy it started with, {started} (`auto` "
+              f"picks {chosen} on this machine)", flush=True)
+        return started
+    return chosen
+
+
 def train(config, workdir, stage, callbacks=(), verbose=None):
     """Trains `stage` (baseline, pretrain or finetune); returns its summary dict.
 
@@ -138,8 +158,10 @@ def train(config, workdir, stage, callbacks=(), verbose=None):
     atomic_files.write_json(os.path.join(out, "config.json"), json.loads(config.to_json_best_effort()))
     # Before TensorFlow runs anything: see training.distribute.
     strategy = distribute.strategy(config.train)
+    precision = resumed_precision(out, config, stage)
+    atomic_files.write_json(os.path.join(out, PRECISION), {"policy": precision})
 
-    with run_context(config.seed, config.train.precision) as policy, strategy.scope():
+    with run_context(config.seed, precision) as policy, strategy.scope():
         data, train_split, validation_split = data_stage.training_splits(config)
         info = builders.DataInfo.from_split(train_split, data.num_classes)
         plan = builders.schedule(config, spec)

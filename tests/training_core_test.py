@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from configs import demo
+from models import precision
 from pipeline.errors import Diverged
 from pipeline.errors import UserError
 from stages import train
@@ -178,6 +179,30 @@ def test_an_archive_enters_the_key_by_content_so_a_run_is_found_at_another_path(
     folder_config.data.update(name="folder", data_dir=str(tmp_path / "here"))
     folder_key = specs.decisive_fields(json.loads(folder_config.to_json_best_effort()), specs.BASELINE)
     assert folder_key["data.data_dir"] == str(tmp_path / "here")
+
+
+def test_auto_precision_weighs_the_width_and_a_resumed_run_keeps_its_policy(tmp_path, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: True)  # an AVX512_BF16 CPU
+    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    out = str(tmp_path / "pretrain")
+    os.makedirs(out)
+    config = smoke_config(precision="auto")
+    config.model.width = 0.25  # measured slower in bfloat16: float32
+    assert train.resumed_precision(out, config, "pretrain") == "float32"
+    with run_context(0, "auto", width=0.25) as policy:
+        assert policy == "float32"
+    config.model.width = 1.0
+    assert train.resumed_precision(out, config, "pretrain") == "mixed_bfloat16"
+    # Started in float32 on another machine, resumed here from its backup: stays float32.
+    with open(os.path.join(out, train.PRECISION), "w") as f:
+        json.dump({"policy": "float32"}, f)
+    assert train.resumed_precision(out, config, "pretrain") == "mixed_bfloat16"  # no backup yet
+    os.makedirs(os.path.join(out, fit_lib.BACKUP))
+    assert train.resumed_precision(out, config, "pretrain") == "float32"
+    assert "resuming with the precision policy it started with, float32" in capsys.readouterr().out
+    config.train.precision = "mixed_bfloat16"  # asked for by name: what is asked for
+    assert train.resumed_precision(out, config, "pretrain") == "mixed_bfloat16"
 
 
 if __name__ == "__main__":

@@ -57,11 +57,12 @@ def global_state_snapshot():
 
 
 @contextlib.contextmanager
-def run_context(seed, precision="float32", clear_session=True):
-    """Sets the policy (`precision` as in config.train.precision) and seeds; yields the policy name."""
+def run_context(seed, precision="float32", clear_session=True, width=None):
+    """Sets the policy (`precision` as in config.train.precision, for a network of `width`,
+    config.model.width) and seeds; yields the policy name."""
     previous_policy = keras.config.dtype_policy()
     states = _random_states()
-    policy = precision_lib.resolve(precision)
+    policy = precision_lib.resolve(precision, width)
     if clear_session:
         keras.backend.clear_session()
     try:

@@ -55,16 +55,19 @@ class RobustnessTuner(keras_tuner.Tuner):
         trials_dir: where each trial trains (a folder per trial id).
         search_key: identifies the search (its config); a trial folder left by another
             search under the same id is emptied before the trial trains there.
-        seed, precision: the run context of every trial.
+        seed, precision, width: the run context of every trial (width: config.model.width,
+            which `auto` precision weighs).
         trial_quota: trials to end in this process before stopping (0: no limit).
     """
 
-    def __init__(self, *args, trials_dir, search_key, seed, precision, trial_quota=0, **kwargs):
+    def __init__(self, *args, trials_dir, search_key, seed, precision, width=None, trial_quota=0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.trials_dir = trials_dir
         self.search_key = search_key
         self.seed = seed
         self.precision = precision
+        self.width = width
         self.trial_quota = trial_quota
         self.trials_ended = 0
 
@@ -87,7 +90,7 @@ class RobustnessTuner(keras_tuner.Tuner):
 
     def run_trial(self, trial, *args, **kwargs):
         path = self.trial_dir(trial)
-        with run_context(self.seed, self.precision):
+        with run_context(self.seed, self.precision, width=self.width):
             return super().run_trial(trial, *args, trial_dir=path, **kwargs)
 
     def pre_create_trial(self):
@@ -129,7 +132,7 @@ def make_tuner(config, workdir, info, search_key, trial_quota=0):
         hypermodel=hypermodel_lib.RobustnessHyperModel(config, info, search_key),
         directory=out, project_name=SEARCH, overwrite=False,
         trials_dir=os.path.join(out, TRIALS), search_key=search_key, seed=config.seed,
-        precision=config.train.precision, trial_quota=trial_quota)
+        precision=config.train.precision, width=config.model.width, trial_quota=trial_quota)
 
 
 def check_chief(tuner, search_key):
@@ -149,7 +152,7 @@ def search(config, workdir, search_key, trial_quota=0, verbose=None):
     False means `trial_quota` trials ended here and the oracle may have more to give.
     """
     # The tuner builds models while it declares the space: inside a run context too.
-    with run_context(config.seed, config.train.precision):
+    with run_context(config.seed, config.train.precision, width=config.model.width):
         data = hypermodel_lib.load_search_data(config)
         tuner = make_tuner(config, workdir, data.info, search_key, trial_quota)
         if role() == "worker":
