@@ -78,6 +78,30 @@ def test_published_and_rerun_gives_the_same_numbers_without_training_or_attackin
     # The attacks' seconds are those of the evaluations reused, not of the rerun.
     with open(os.path.join(workdir, "compare.json")) as f:
         assert json.load(f)["attack_seconds"] == first_seconds
+    # Publishing the rerun from a later commit: the same accuracies leave the published
+    # folder as it is; other accuracies are refused without --replace.
+    provenance = os.path.join(destination, "provenance.json")
+    with open(provenance) as f:
+        published = json.load(f)
+    with open(provenance, "w") as f:
+        json.dump({**published, "commit": "an-earlier-commit"}, f)
+    before = {name: os.path.getmtime(os.path.join(destination, name)) for name in os.listdir(destination)}
+    again = subprocess.run([sys.executable, "tools/publish_results.py", workdir, destination],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "already holds these accuracies (published at commit an-earlier-commit)" in again.stdout
+    assert before == {name: os.path.getmtime(os.path.join(destination, name)) for name in os.listdir(destination)}
+    with open(os.path.join(destination, "results.json")) as f:
+        changed = json.load(f)
+    changed["rows"][1]["accuracy"] += 0.01
+    with open(os.path.join(destination, "results.json"), "w") as f:
+        json.dump(changed, f)
+    refused = subprocess.run([sys.executable, "tools/publish_results.py", workdir, destination],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"error: {destination} holds other results, of commit an-earlier-commit; pass --replace "
+        "to overwrite them."]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@
 
 Copies what `--stage compare` wrote (attack/results.json, results.md, robustness.png,
 embeddings.png, verdict.md/.json/.png, compare.json: commit, machine, data sha256, seed, configs, times) and
-refuses to overwrite a folder that holds results of another commit unless --replace.
+refuses to overwrite a folder that holds results of another commit unless --replace. Where
+that folder already holds the same accuracies (what `make reproduce` gives after restoring
+the committed progress: the report written again from the same models and records), it is
+left as it is, with its provenance, and the command succeeds.
 """
 
 import argparse
@@ -18,6 +21,15 @@ FILES = {"attack/results.json": "results.json", "attack/results.md": "results.md
          "attack/verdict.md": "verdict.md", "attack/verdict.json": "verdict.json",
          "attack/verdict.png": "verdict.png",
          "compare.json": "provenance.json"}
+
+
+def _rows(path):
+    """The accuracies of a results.json (model, attack, epsilon, accuracy, images), or None."""
+    try:
+        with open(path) as f:
+            return json.load(f)["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def main(argv=None):
@@ -37,10 +49,16 @@ def main(argv=None):
     old = os.path.join(args.destination, "provenance.json")
     if os.path.exists(old) and not args.replace:
         with open(old) as f:
-            if json.load(f).get("commit") != commit:
-                print(f"error: {args.destination} holds results of another commit; pass --replace "
-                      "to overwrite them.", file=sys.stderr)
-                return 2
+            published_commit = json.load(f).get("commit")
+        if published_commit != commit:
+            if _rows(os.path.join(args.destination, "results.json")) == _rows(
+                    os.path.join(args.workdir, "attack", "results.json")):
+                print(f"{args.destination} already holds these accuracies (published at commit "
+                      f"{published_commit}); left as it is")
+                return 0
+            print(f"error: {args.destination} holds other results, of commit {published_commit}; "
+                  "pass --replace to overwrite them.", file=sys.stderr)
+            return 2
     os.makedirs(args.destination, exist_ok=True)
     for source, name in FILES.items():
         shutil.copyfile(os.path.join(args.workdir, source), os.path.join(args.destination, name))
