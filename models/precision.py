@@ -6,14 +6,16 @@ mixed_bfloat16 for a network at least BFLOAT16_MIN_WIDTH wide, float32 below tha
 every other CPU. mixed_float16 on a CPU is emulated and about 5x slower: allowed, with a
 warning.
 
-Why a width threshold: on an AVX-512 machine with AVX512_BF16, mixed_bfloat16 trained the
-full-width ResNet-18 1.2-1.6x faster than float32, but the width-1/4 one slower (998
-against 1,062 images/s): its narrow convolutions gain little from bfloat16 arithmetic
-and still pay the casts. So bfloat16 is chosen only from the smallest width at which it
-was measured to pay (1.0); widths in between, unmeasured, stay float32, which is never
-slower than float32. Where this is re-measured (`make bench` on such a CPU reports
-mixed_bfloat16 / float32 at widths 1/4 and 1, and whether `auto` chose the faster), move
-the threshold with the figures.
+Why a width threshold: mixed_bfloat16 pays only where the convolutions are wide enough for
+bfloat16 arithmetic to outweigh the casts. On the AMD EPYC with AVX512_BF16 (2 cores,
+`make bench`, 2026-12-06, the two policies' steps in alternation) it trained the
+baseline 1.51-1.54x faster than float32 at full width (69 vs 47, 81 vs 52 images/s) and
+1.20-1.24x at width 1/4 (742 vs 593, 676 vs 561 images/s), so `auto` picks it from width
+1/4, the smallest width measured; narrower networks (the tests' tiny ones) stay float32,
+which is never slower than float32. An earlier measurement on an AVX-512 machine had
+width 1/4 slower in bfloat16 (998 against 1,062 images/s) and set the threshold at full
+width; `make bench` reports the ratio at widths 1/4 and 1 and whether `auto` chose the
+faster on every bfloat16 CPU it runs on: move the threshold with its figures.
 """
 
 import functools
@@ -26,7 +28,7 @@ from pipeline.errors import UserError
 
 POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # The smallest config.model.width at which `auto` picks mixed_bfloat16 on a bfloat16 CPU.
-BFLOAT16_MIN_WIDTH = 1.0
+BFLOAT16_MIN_WIDTH = 0.25
 
 
 @functools.lru_cache(maxsize=None)

@@ -188,9 +188,9 @@ def test_auto_precision_weighs_the_width_and_a_resumed_run_keeps_its_policy(tmp_
     out = str(tmp_path / "pretrain")
     os.makedirs(out)
     config = smoke_config(precision="auto")
-    config.model.width = 0.25  # measured slower in bfloat16: float32
+    config.model.width = precision.BFLOAT16_MIN_WIDTH / 2  # narrower than bfloat16 pays for
     assert train.resumed_precision(out, config, "pretrain") == "float32"
-    with run_context(0, "auto", width=0.25) as policy:
+    with run_context(0, "auto", width=config.model.width) as policy:
         assert policy == "float32"
     config.model.width = 1.0
     assert train.resumed_precision(out, config, "pretrain") == "mixed_bfloat16"
