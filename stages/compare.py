@@ -23,7 +23,6 @@ import platform
 import subprocess
 import time
 
-from pipeline import decoded_cache
 from pipeline.errors import UserError
 from report import plots, verdict
 from stages import atomic_files
@@ -66,10 +65,6 @@ def _commit():
         return "unknown"
 
 
-def _data_sha256(data_dir):
-    return decoded_cache.file_sha256(data_dir) if data_dir and os.path.isfile(data_dir) else None
-
-
 def _cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -105,7 +100,7 @@ def run(config, workdir):
         record["arms"][arm] = entry
         record.update(commit=_commit(), machine=f"{_cpu_model()}, {os.cpu_count()} cores",
                       data=config.data.name, data_dir=config.data.data_dir,
-                      data_sha256=_data_sha256(config.data.data_dir), seed=config.seed,
+                      data_sha256=specs.data_sha256(config.data.data_dir), seed=config.seed,
                       config=json.loads(config.to_json_best_effort()))
         atomic_files.write_json(record_path, record)
     print("== attack", flush=True)

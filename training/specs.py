@@ -90,12 +90,21 @@ def with_data_identity(inputs):
     holds the archive's path) still matches where that path holds the same file.
     """
     path = inputs.get("data.data_dir")
-    if not isinstance(path, str) or not path or not os.path.isfile(path):
+    digest = data_sha256(path) if isinstance(path, str) else None
+    if digest is None:
         return inputs
-    status = os.stat(path)
-    stamp = (os.path.abspath(path), status.st_size, status.st_mtime_ns)
-    if stamp not in _HASHED:
-        _HASHED[stamp] = decoded_cache.file_sha256(path)
     identified = {name: value for name, value in inputs.items() if name != "data.data_dir"}
-    identified["data.data_sha256"] = _HASHED[stamp]
+    identified["data.data_sha256"] = digest
     return identified
+
+
+def data_sha256(data_dir):
+    """The sha256 of `data_dir` where it names a file (hashed once per process while the
+    file's size and modification time stay the same), else None."""
+    if not data_dir or not os.path.isfile(data_dir):
+        return None
+    status = os.stat(data_dir)
+    stamp = (os.path.abspath(data_dir), status.st_size, status.st_mtime_ns)
+    if stamp not in _HASHED:
+        _HASHED[stamp] = decoded_cache.file_sha256(data_dir)
+    return _HASHED[stamp]
