@@ -16,15 +16,15 @@ import re
 import sys
 
 # TensorFlow's C++ INFO and WARNING lines; errors still show. Its start-up notices, which
-# ignore this setting, are filtered by stages.startup.
+# ignore this setting, are filtered by common.startup.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from common import errors
 from configs import schema
-from pipeline import errors
 
 STAGES = ("data", "baseline", "pretrain", "finetune", "attack", "export", "all", "tune", "compare")
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.py")
@@ -115,7 +115,7 @@ def resolved_config():
 
 
 def run_stage(stage, config, workdir):
-    from stages import startup
+    from common import startup
 
     startup.import_tensorflow()
     from stages import pipeline_stages

@@ -14,7 +14,7 @@ setuptools.setup(
     description="ResNet-18 trained with supervised contrastive + margin losses for adversarial "
                 "robustness, with FGSM/PGD evaluation and TF Serving export (Keras 3).",
     python_requires=">=3.11",
-    packages=["pipeline", "models", "attacks", "stages", "configs", "report", "training", "tuning"],
+    packages=["common", "pipeline", "models", "attacks", "stages", "configs", "report", "training", "tuning"],
     py_modules=["run"],
     package_data={"pipeline": ["sample/*.tar.gz", "sample/README.md"]},
     install_requires=[

@@ -38,7 +38,7 @@ def seconds_since_process_start():
 
 def install(steps, out):
     """Makes the fit seam end the process after `steps` training steps, writing `out`."""
-    from stages import startup
+    from common import startup
 
     import_tensorflow = startup.import_tensorflow
 

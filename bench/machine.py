@@ -73,7 +73,7 @@ def describe():
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        # run.py's default (stages/startup.py): oneDNN on unless TF_ENABLE_ONEDNN_OPTS=0.
+        # run.py's default (common/startup.py): oneDNN on unless TF_ENABLE_ONEDNN_OPTS=0.
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "onednn": precision.onednn_enabled(),
         "precision_auto_resolves_to": precision.resolve("auto"),

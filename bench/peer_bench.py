@@ -36,7 +36,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from stages import startup  # noqa: E402 (imports nothing heavy)
+from common import startup  # noqa: E402 (imports nothing heavy)
 
 startup.enable_onednn()  # What run.py does: oneDNN on unless the environment says otherwise.
 

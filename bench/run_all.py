@@ -47,7 +47,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from stages import startup  # noqa: E402 (imports nothing heavy)
+from common import startup  # noqa: E402 (imports nothing heavy)
 
 startup.enable_onednn()  # What run.py does: oneDNN on unless the environment says otherwise.
 
@@ -62,7 +62,7 @@ from bench import process_bench
 from bench import timing
 from bench import train_step_bench
 from bench import training_bench
-from stages import atomic_files
+from common import atomic_files
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)

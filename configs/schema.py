@@ -14,7 +14,7 @@ import dataclasses
 import numbers
 
 from attacks.table import ATTACKS
-from pipeline.errors import UserError
+from common.errors import UserError
 
 
 class UnknownArgument(Exception):

@@ -7,7 +7,7 @@ directly) and skips BatchNorm parameters and biases, which it would only shrink.
 
 import keras
 
-from pipeline.errors import UserError
+from common.errors import UserError
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")

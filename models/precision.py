@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from pipeline.errors import UserError
+from common.errors import UserError
 
 POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # The smallest config.model.width at which `auto` picks mixed_bfloat16 on a bfloat16 CPU.
@@ -46,7 +46,7 @@ def cpu_has_bfloat16():
 def onednn_enabled():
     """Whether this TensorFlow process runs its oneDNN kernels (None if it cannot tell).
 
-    `stages.startup` turns them on before TensorFlow is imported unless the environment
+    `common.startup` turns them on before TensorFlow is imported unless the environment
     says otherwise (TF_ENABLE_ONEDNN_OPTS); TensorFlow's own default is on with AVX-512 only.
     """
     try:
@@ -79,3 +79,39 @@ def set_policy(precision, width=None):
     policy = resolve(precision, width)
     keras.config.set_dtype_policy(policy)
     return policy
+
+
+def jit_compile(value, on_cpu=False):
+    """A config's jit_compile ("auto", True, False) as a bool. auto: XLA on a GPU, and on a
+    CPU only if `on_cpu`. (Keras's own "auto" turns XLA on for any device, and on the 2-core
+    build machine's CPU XLA made training slower.)"""
+    if str(value).lower() == "auto":
+        return bool(tf.config.list_physical_devices("GPU")) or on_cpu
+    return str(value).lower() == "true"
+
+
+def float32_copy(model):
+    """The same functional model and weights with every layer in float32 and Keras's own
+    BatchNormalization (for saving, and for attacks, which need float32 gradients)."""
+    def to_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "SyncBatchNormalization":
+                # Synchronisation only matters while training: saved as Keras's own layer.
+                node = {**node, "module": "keras.layers", "class_name": "BatchNormalization",
+                        "registered_name": None}
+            if node.get("class_name") == "DTypePolicy":
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {key: to_float32(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [to_float32(value) for value in node]
+        return node
+
+    # Layers without a dtype of their own (inputs, the nested models) take the global policy.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        copy = keras.Model.from_config(to_float32(model.get_config()))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -14,7 +14,7 @@ On one replica, or outside a strategy, it computes what Keras's BatchNormalizati
 (`tf.nn.moments`), so a model built with it trains on one device exactly as before and
 its checkpoints (`backup/`, whose layout follows the layers' classes) resume under any
 replica count. The models the stages save hold Keras's own layer
-(`stages.train.float32_copy`): synchronisation only matters while training.
+(`models.precision.float32_copy`): synchronisation only matters while training.
 """
 
 import keras

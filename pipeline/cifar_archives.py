@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from pipeline.errors import UserError
+from common.errors import UserError
 from pipeline.split import Split
 
 IMAGE_SHAPE = (32, 32, 3)

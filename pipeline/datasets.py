@@ -17,11 +17,11 @@ import os
 
 import numpy as np
 
+from common.errors import UserError
 from pipeline import cifar_archives
 from pipeline import decoded_cache
 from pipeline import image_folder
 from pipeline.split import Split  # noqa: F401 (re-exported for the stages)
-from pipeline.errors import UserError
 
 SAMPLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample",
                            "cifar10_sample.tar.gz")
@@ -170,3 +170,24 @@ def split_validation(split, fraction, seed):
     mask[np.array(held_out, np.int64)] = True
     return (Split(split.images[~mask], split.labels[~mask]),
             Split(split.images[mask], split.labels[mask]))
+
+
+def load_config(data_config):
+    """The `ImageData` that config.data describes."""
+    return load(data_config.name, data_config.data_dir, data_config.image_size,
+                data_config.channels, data_config.label_type, data_config.verify_checksums)
+
+
+def training_splits(config):
+    """(data, train split, validation split or None) as the config asks, seeded.
+
+    config.data.max_train_examples > 0 keeps a seeded subset of the training split (after
+    the validation images were carved out, so they never change with it).
+    """
+    data = load_config(config.data)
+    train, validation = split_validation(data.train, config.data.validation_fraction, config.seed)
+    if 0 < config.data.max_train_examples < len(train):
+        keep = np.sort(np.random.default_rng(config.seed).choice(
+            len(train), config.data.max_train_examples, replace=False))
+        train = Split(train.images[keep], train.labels[keep])
+    return data, train, validation

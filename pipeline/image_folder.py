@@ -14,8 +14,8 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from common.errors import UserError
 from pipeline.split import Split
-from pipeline.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")

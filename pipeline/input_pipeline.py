@@ -10,8 +10,8 @@ splits the batch keeps the views of an image together) and [B, H, W, C] when V =
 
 import tensorflow as tf
 
+from common.errors import UserError
 from pipeline import augment as augment_lib
-from pipeline.errors import UserError
 
 
 def _to_float(images):

@@ -12,8 +12,8 @@ import urllib.parse
 import numpy as np
 from absl import logging as absl_logging
 
+from common.errors import UserError
 from pipeline.split import Split
-from pipeline.errors import UserError
 
 _PROBE_TIMEOUT_SECONDS = 3.0
 _DEFAULT_HOST = "storage.googleapis.com"

@@ -31,41 +31,25 @@ from attacks.evaluate import common_indices
 from attacks.evaluate import evaluate
 from attacks.evaluate import subset
 from attacks.evaluate import worst_case
+from common import atomic_files
+from common.errors import UserError
 from models import precision
-from pipeline.errors import UserError
+from pipeline import datasets
 from report import plots
 from report import tables
-from stages import atomic_files
-from stages import data as data_stage
 from training import builders
 from training.run_context import run_context
 
 
 def test_images(config):
     """The test images (float32 in [0, 1]) and labels, at most config.attack.max_examples of them."""
-    data = data_stage.load(config.data)
+    data = datasets.load_config(config.data)
     images, labels = data.test.images, data.test.labels
     if 0 < config.attack.max_examples < len(labels):
         keep = np.sort(np.random.default_rng(config.seed).choice(
             len(labels), config.attack.max_examples, replace=False))
         images, labels = images[keep], labels[keep]
     return data, images.astype(np.float32) / 255.0, labels
-
-
-def settings_from(config):
-    attack = config.attack
-    return AttackSettings(
-        epsilons=tuple(e / 255.0 for e in attack.epsilons), pgd_steps=attack.pgd_steps,
-        pgd_step_size=attack.pgd_step_size / 255.0 if attack.pgd_step_size else None,
-        pgd_restarts=attack.pgd_restarts, use_predictions=attack.use_predictions,
-        batch_size=attack.batch_size, seed=config.seed,
-        # XLA halves the attacks' time on a CPU with TensorFlow's own kernels; with oneDNN's
-        # it was the slower one (width 1/4, 256 images, `make bench`: FGSM 0.58 s against
-        # 0.47 s, clean 0.171 s against 0.156 s; PGD-10 6.8 s against 5.9 s, busy machine).
-        jit_compile=builders.jit_compile(attack.jit_compile,
-                                         on_cpu=precision.onednn_enabled() is False),
-        strong={key: tuple(value) if isinstance(value, (list, tuple)) else value
-                for key, value in attack.strong.items()})
 
 
 def result_rows(model_name, evaluations):
@@ -187,7 +171,7 @@ def evaluate_and_report(config, paths, out, keep=None):
 
     `keep`, a dict, receives {model: {attack: Evaluation}}.
     """
-    settings = settings_from(config)
+    settings = AttackSettings.from_config(config)
     attacks = list(config.attack.attacks)
     subsets = dict(config.attack.subsets)
     # Attacks need float32 gradients, whatever policy the training used.

@@ -23,9 +23,9 @@ import platform
 import subprocess
 import time
 
-from pipeline.errors import UserError
+from common import atomic_files
+from common.errors import UserError
 from report import plots, verdict
-from stages import atomic_files
 from stages import attack
 from stages import train
 from training import specs

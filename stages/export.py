@@ -26,8 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.errors import UserError
-from stages import data as data_stage
+from common.errors import UserError
+from pipeline import datasets
 from training.run_context import run_context
 
 # Logits of the reloaded SavedModel must match Keras's to float32 rounding, relative to
@@ -123,5 +123,5 @@ def run(config, workdir):
         pass  # No earlier version, or one without a record: export.
     with run_context(config.seed, "float32"):
         model = keras.models.load_model(path)
-        check_images = data_stage.load(config.data).test.images[:16]
+        check_images = datasets.load_config(config.data).test.images[:16]
         return export(model, model_dir, check_images, source)

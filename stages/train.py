@@ -22,10 +22,10 @@ import os
 
 import keras
 
+from common import atomic_files
+from common.errors import UserError
 from models import precision as precision_lib
-from pipeline.errors import UserError
-from stages import atomic_files
-from stages import data as data_stage
+from pipeline import datasets
 from training import builders
 from training import distribute
 from training import fit as fit_lib
@@ -35,33 +35,6 @@ from training.run_context import run_context
 INPUTS = "inputs.json"
 # The precision policy a run started with (kept by a resumed run under `auto`).
 PRECISION = "precision.json"
-
-
-def float32_copy(model):
-    """The same functional model and weights with every layer in float32 and Keras's own
-    BatchNormalization (for saving)."""
-    def to_float32(node):
-        if isinstance(node, dict):
-            if node.get("class_name") == "SyncBatchNormalization":
-                # Synchronisation only matters while training: saved as Keras's own layer.
-                node = {**node, "module": "keras.layers", "class_name": "BatchNormalization",
-                        "registered_name": None}
-            if node.get("class_name") == "DTypePolicy":
-                return {**node, "config": {**node["config"], "name": "float32"}}
-            return {key: to_float32(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [to_float32(value) for value in node]
-        return node
-
-    # Layers without a dtype of their own (inputs, the nested models) take the global policy.
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        copy = keras.Model.from_config(to_float32(model.get_config()))
-    finally:
-        keras.config.set_dtype_policy(previous)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def _sha256(path):
@@ -162,7 +135,7 @@ def train(config, workdir, stage, callbacks=(), verbose=None):
     atomic_files.write_json(os.path.join(out, PRECISION), {"policy": precision})
 
     with run_context(config.seed, precision) as policy, strategy.scope():
-        data, train_split, validation_split = data_stage.training_splits(config)
+        data, train_split, validation_split = datasets.training_splits(config)
         info = builders.DataInfo.from_split(train_split, data.num_classes)
         plan = builders.schedule(config, spec)
         inputs_data = builders.build_distributed_inputs(strategy, config, spec, train_split,
@@ -180,7 +153,7 @@ def train(config, workdir, stage, callbacks=(), verbose=None):
             model, inputs_data, plan.epochs, out, stage,
             learning_rate_flag=f"--config.{spec.schedule or 'train'}.learning_rate",
             callbacks=callbacks, verbose=verbose)
-        trained = float32_copy(model.classifier_model(name=stage))
+        trained = precision_lib.float32_copy(model.classifier_model(name=stage))
     final = {name: float(values[-1]) for name, values in history.items() if values}
     summary = {"stage": stage, "policy": policy, "train_images": len(train_split),
                "images_per_second": images_per_second, "final": final, "inputs": inputs}

@@ -27,8 +27,8 @@ import json
 import os
 import shutil
 
-from pipeline.errors import UserError
-from stages import atomic_files
+from common import atomic_files
+from common.errors import UserError
 from training import specs
 from training.run_context import run_context
 from tuning import process

@@ -164,7 +164,7 @@ def test_evaluator_counts_equal_those_of_fgsm_pgd_and_cleverhans_images(model):
 
 def test_an_evaluation_cut_short_carries_on_where_it_stopped_with_the_same_result(tmp_path, monkeypatch):
     from attacks import steps
-    from stages import atomic_files
+    from common import atomic_files
 
     # Four evaluations, each tracing its steps: a network small enough to trace in a blink.
     keras.utils.set_random_seed(1)
@@ -280,12 +280,12 @@ def test_attack_xla_auto_follows_the_device_and_onednn():
     config = demo.get_config("smoke")
     for value, expected in (("true", True), ("False", False)):
         config.attack.jit_compile = value
-        assert attack_stage.settings_from(config).jit_compile is expected
+        assert AttackSettings.from_config(config).jit_compile is expected
     if not tf.config.list_physical_devices("GPU"):
         # On a CPU, XLA only where TensorFlow's own kernels run (oneDNN off): with oneDNN,
         # XLA's CPU kernels were the slower ones.
         config.attack.jit_compile = "auto"
-        assert attack_stage.settings_from(config).jit_compile is (precision.onednn_enabled() is False)
+        assert AttackSettings.from_config(config).jit_compile is (precision.onednn_enabled() is False)
 
 
 def test_the_embedding_picture_draws_its_images_from_every_class_of_a_sorted_test_set():

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from pipeline import datasets
-from pipeline.errors import UserError
 from tests import archive_fixtures
 
 FORMATS = [

@@ -13,11 +13,11 @@ import sys
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from pipeline import cifar_archives
 from pipeline import datasets
 from pipeline import decoded_cache
 from pipeline import image_folder
-from pipeline.errors import UserError
 from tests import archive_fixtures
 
 

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from pipeline import datasets
-from pipeline.errors import UserError
 from tests import archive_fixtures
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

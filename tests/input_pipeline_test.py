@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import UserError
 from pipeline import augment
 from pipeline import datasets
 from pipeline import input_pipeline
-from pipeline.errors import UserError
 from pipeline.split import Split
 
 

@@ -177,7 +177,7 @@ class Run:
 
 
 def test_onednn_is_on_unless_the_user_turned_it_off():
-    from stages import startup
+    from common import startup
 
     assert startup.enable_onednn({}) == "1"
     assert startup.enable_onednn({"TF_ENABLE_ONEDNN_OPTS": "0"}) == "0"
@@ -187,7 +187,7 @@ def test_true_and_false_typed_on_the_command_line_fit_a_field_whose_default_is_a
     # --config.attack.jit_compile=True arrives as the text "True": the field's default is text.
     from configs import demo
     from configs import schema
-    from pipeline.errors import UserError
+    from common.errors import UserError
 
     config = demo.get_config("smoke")
     config.attack.jit_compile, config.train.jit_compile = "True", "false"

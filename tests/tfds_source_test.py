@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from common.errors import UserError
 from pipeline import datasets
 from pipeline import tfds_source
-from pipeline.errors import UserError
 
 
 def test_unprepared_cifar100_offline_says_which_archives_to_provide(tmp_path, monkeypatch):

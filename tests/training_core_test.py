@@ -13,10 +13,10 @@ import matplotlib
 import numpy as np
 import pytest
 
+from common.errors import Diverged
+from common.errors import UserError
 from configs import demo
 from models import precision
-from pipeline.errors import Diverged
-from pipeline.errors import UserError
 from stages import train
 from training import fit as fit_lib
 from training import specs
@@ -110,7 +110,7 @@ def test_divergence_before_any_checkpoint_says_so(tmp_path):
 
 def test_diverged_exits_with_status_3_and_one_line():
     code = ("import sys, run\n"
-            "from pipeline.errors import Diverged\n"
+            "from common.errors import Diverged\n"
             "def fail(*args): raise Diverged('pretrain: loss became nan at epoch 2, step 3; kept')\n"
             "run.run_stage = fail\n"
             "sys.argv = ['run.py', '--stage', 'pretrain', '--config', 'configs/demo.py:smoke']\n"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import UserError
 from configs import demo
 from models import heads
 from models import precision
@@ -16,7 +17,6 @@ from models import resnet
 from models.contrastive_model import ContrastiveModel
 from models.contrastive_model import flatten_views
 from models.supcon_loss import SupConLoss
-from pipeline.errors import UserError
 from stages import train
 from training import builders
 from training import specs
@@ -103,7 +103,7 @@ def test_terms_are_float32_and_training_runs_under_mixed_bfloat16():
         logs = model.train_on_batch(views[:16], labels[:16], return_dict=True)
         outputs = model(views[:4, 0])
         assert model.encoder.layers[2].compute_dtype == "bfloat16"
-        classifier = train.float32_copy(model.classifier_model())
+        classifier = precision.float32_copy(model.classifier_model())
     finally:
         keras.config.set_dtype_policy(previous)
     assert outputs["logits"].dtype == tf.float32

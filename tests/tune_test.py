@@ -19,9 +19,9 @@ import time
 import keras_tuner
 import pytest
 
+from common.errors import UserError
 from configs import demo
 from configs import schema
-from pipeline.errors import UserError
 from stages import train
 from stages import tune as tune_stage
 from training import fit as fit_lib

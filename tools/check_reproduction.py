@@ -14,8 +14,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import atomic_files  # noqa: E402
 from report import reproduction  # noqa: E402
-from stages import atomic_files  # noqa: E402
 
 
 def _load(folder, name):

@@ -12,14 +12,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.errors import UserError
 from models import heads
 from models import margin_loss
 from models import optimizer as optimizer_lib
+from models import precision
 from models import resnet
 from models.contrastive_model import ContrastiveModel
 from models.supcon_loss import SupConLoss
 from pipeline import input_pipeline
-from pipeline.errors import UserError
 from training import distributed_loop
 
 
@@ -161,17 +162,8 @@ def build_optimizer(config, spec, steps_per_epoch):
     return optimizer_lib.build_optimizer(plan, plan.epochs * steps_per_epoch)
 
 
-def jit_compile(value, on_cpu=False):
-    """A config's jit_compile ("auto", True, False) as a bool. auto: XLA on a GPU, and on a
-    CPU only if `on_cpu`. (Keras's own "auto" turns XLA on for any device, and on the 2-core
-    build machine's CPU XLA made training slower.)"""
-    if str(value).lower() == "auto":
-        return bool(tf.config.list_physical_devices("GPU")) or on_cpu
-    return str(value).lower() == "true"
-
-
 def compile_model(model, config, spec, steps_per_epoch):
     """Compiles `model` with its optimizer; returns it."""
     model.compile(optimizer=build_optimizer(config, spec, steps_per_epoch),
-                  jit_compile=jit_compile(schedule(config, spec).jit_compile))
+                  jit_compile=precision.jit_compile(schedule(config, spec).jit_compile))
     return model

@@ -30,8 +30,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from common.errors import UserError
 from configs.schema import STRATEGIES
-from pipeline.errors import UserError
 
 _MADE = {}
 

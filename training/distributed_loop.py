@@ -25,8 +25,8 @@ import re
 import keras
 import tensorflow as tf
 
-from pipeline.errors import UserError
-from pipeline.errors import WorkerLost
+from common.errors import UserError
+from common.errors import WorkerLost
 from training import distribute
 
 # What a collective raises when a peer is gone: Unavailable when its process died or the

@@ -24,9 +24,9 @@ import time
 
 import keras
 
-from pipeline.errors import Diverged
-from pipeline.errors import WorkerLost
-from stages import atomic_files
+from common import atomic_files
+from common.errors import Diverged
+from common.errors import WorkerLost
 from training import distribute
 from training import distributed_loop
 

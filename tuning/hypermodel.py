@@ -25,13 +25,13 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from attacks.evaluate import evaluate
-from pipeline.errors import UserError
-from stages import attack as attack_stage
-from stages import data as data_stage
-from stages import train as train_stage
+from attacks.evaluate import AttackSettings
+from common.errors import UserError
+from models import precision
+from pipeline import datasets
 from training import builders
 from training import fit as fit_lib
+from training import robust_validation
 from training import specs
 from tuning import space
 
@@ -52,17 +52,14 @@ class SearchData:
 
 def load_search_data(config):
     """The training and validation splits, and the (seeded) validation images to attack."""
-    data, train_split, validation_split = data_stage.training_splits(config)
+    data, train_split, validation_split = datasets.training_splits(config)
     if validation_split is None or not len(validation_split):
         raise UserError("--config.data.validation_fraction=0: the search scores trials on the "
                         "validation split (never on test); set it above 0, e.g. 0.1.")
-    images, labels = validation_split.images, validation_split.labels
-    count = config.tune.validation_examples
-    if 0 < count < len(labels):
-        keep = np.sort(np.random.default_rng(config.seed).choice(len(labels), count, replace=False))
-        images, labels = images[keep], labels[keep]
+    images, labels = robust_validation.held_out(validation_split, config.tune.validation_examples,
+                                                config.seed)
     return SearchData(builders.DataInfo.from_split(train_split, data.num_classes), train_split,
-                      images.astype(np.float32) / 255.0, np.asarray(labels))
+                      images, labels)
 
 
 def score(clean_accuracy, robust_accuracy, floor):
@@ -83,17 +80,15 @@ def resident_megabytes():
 def robustness(model, images, labels, config):
     """(clean accuracy, accuracy under config.tune.attack at config.tune.epsilon) of `model`.
 
-    The trained model's classifier (images in [0, 1] -> logits) is attacked in float32,
-    whatever the training precision, with the attack stage's settings (XLA as
-    config.tune.jit_compile says: compiling for each trial's new model outweighs its
-    gain on a CPU at these sizes).
+    The one robust measurement of `training.robust_validation` (float32, inference mode,
+    the attack stage's settings), with XLA as config.tune.jit_compile says: compiling for
+    each trial's new model outweighs its gain on a CPU at these sizes.
     """
-    settings = dataclasses.replace(attack_stage.settings_from(config),
-                                   epsilons=(config.tune.epsilon / 255.0,),
-                                   jit_compile=builders.jit_compile(config.tune.jit_compile))
-    classifier = train_stage.float32_copy(model.classifier_model(name="trial"))
-    evaluation = evaluate(classifier, images, labels, config.tune.attack, settings, progress=False)
-    return evaluation.accuracy(), evaluation.accuracy(settings.epsilons[0])
+    settings = dataclasses.replace(AttackSettings.from_config(config),
+                                   jit_compile=precision.jit_compile(config.tune.jit_compile))
+    classifier = precision.float32_copy(model.classifier_model(name="trial"))
+    return robust_validation.measure(classifier, images, labels, config.tune.attack,
+                                     config.tune.epsilon / 255.0, settings)
 
 
 class RobustnessHyperModel(keras_tuner.HyperModel):

@@ -20,7 +20,7 @@ import sys
 
 import ml_collections
 
-from pipeline import errors
+from common import errors
 
 MORE_TRIALS = 10
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +58,7 @@ def main(argv):
     _die_with_parent()
     workdir, trials = argv[1], int(argv[2])
     request = json.load(sys.stdin)
-    from stages import startup
+    from common import startup
 
     startup.import_tensorflow()
     from tuning import tuner

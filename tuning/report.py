@@ -27,7 +27,7 @@ from matplotlib.ticker import FormatStrFormatter
 from matplotlib.ticker import NullFormatter
 
 from attacks import table as attack_table
-from stages import atomic_files
+from common import atomic_files
 from tuning import space
 from tuning import tuner as tuner_lib
 

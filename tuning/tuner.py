@@ -21,8 +21,8 @@ import time
 import keras
 import keras_tuner
 
-from pipeline.errors import UserError
-from stages import atomic_files
+from common import atomic_files
+from common.errors import UserError
 from training.run_context import run_context
 from tuning import hypermodel as hypermodel_lib
 

@@ -1,0 +1,146 @@
+"""Robust validation: accuracy under an attack on held-out images, the one measurement of
+robustness that training uses.
+
+`measure(classifier, images, labels, attack, epsilon, settings)` is what both the tuner
+scores a trial by and what `RobustValidation` logs after every epoch: the classifier
+(images in [0, 1] -> logits) is attacked in float32 and inference mode, whatever the
+training precision, with the attack stage's own code (`attacks.evaluate`).
+
+`RobustValidation`, a Keras callback, follows Rice, Wong and Kolter (2020): robust accuracy
+peaks and then falls while training accuracy rises (robust overfitting), so after each
+epoch it runs PGD on a seeded 1,000 validation images, logs `val_robust_accuracy` (and
+`val_clean_accuracy` of the same images) into the epoch's logs, so history.csv and
+TensorBoard record them, and keeps the best epoch's model in OUT/best_model.keras beside
+the last. It also guards against catastrophic overfitting (Wong, Rice and Kolter, 2020: a
+single-step adversarial training run collapses to 0% PGD accuracy within an epoch or two):
+when the robust accuracy falls more than `collapse_drop` below its best, it prints one
+warning line naming the epoch, records it, and, if `stop_on_collapse`, ends training (the
+best model stays). What it found is in `record()` for the stage's summary.json, and in
+OUT/best.json, from which a resumed run carries on.
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+
+from attacks.evaluate import AttackSettings
+from attacks.evaluate import evaluate
+from attacks.evaluate import subset
+from common import atomic_files
+from models import precision
+
+BEST_MODEL = "best_model.keras"
+BEST_RECORD = "best.json"
+
+
+def measure(classifier, images, labels, attack, epsilon, settings):
+    """(clean accuracy, accuracy under `attack` at `epsilon`) of `classifier` on float32
+    images in [0, 1]; `epsilon` in [0, 1] pixel units, `settings` an AttackSettings (its
+    epsilons are replaced by this one)."""
+    settings = dataclasses.replace(settings, epsilons=(float(epsilon),))
+    evaluation = evaluate(classifier, images, np.asarray(labels), attack, settings, progress=False)
+    return evaluation.accuracy(), evaluation.accuracy(settings.epsilons[0])
+
+
+def held_out(split, count, seed):
+    """A seeded `count` (0: all) of a split's images as float32 in [0, 1], and their labels."""
+    indices = subset(count, len(split.labels), seed)
+    return split.images[indices].astype(np.float32) / 255.0, np.asarray(split.labels)[indices]
+
+
+def settings_for(config):
+    """The AttackSettings of config.validation's attack (PGD steps; XLA as the attack stage)."""
+    validation = config.validation
+    return dataclasses.replace(
+        AttackSettings.from_config(config), pgd_steps=validation.steps, pgd_step_size=None,
+        pgd_restarts=1, use_predictions=False, batch_size=validation.batch_size)
+
+
+class RobustValidation(keras.callbacks.Callback):
+    """After each epoch: robust accuracy on held-out images, the best model, the collapse guard.
+
+    Args:
+        images, labels: the held-out images (float32 in [0, 1]) and labels.
+        attack: a name of `attacks.table` ("pgd").
+        epsilon: in [0, 1] pixel units.
+        settings: AttackSettings for the attack.
+        out: the stage's folder (None: keep nothing on disk, as in the tests).
+        collapse_drop: in accuracy units (0.2 = 20 points).
+        stop_on_collapse: end training at a collapse.
+        write: whether this process writes files (under several workers only the chief).
+    """
+
+    def __init__(self, images, labels, attack, epsilon, settings, out=None, collapse_drop=0.2,
+                 stop_on_collapse=True, write=True):
+        super().__init__()
+        self.images, self.labels = images, labels
+        self.attack, self.epsilon, self.settings = attack, float(epsilon), settings
+        self.out, self.write = out, write
+        self.collapse_drop, self.stop_on_collapse = float(collapse_drop), bool(stop_on_collapse)
+        self.best = {"epoch": None, "robust_accuracy": -1.0, "clean_accuracy": None}
+        self.collapse = None
+        self.per_epoch = []
+        self._copy = None
+        if out is not None:
+            saved = _read_json(os.path.join(out, BEST_RECORD))
+            if saved and os.path.exists(os.path.join(out, BEST_MODEL)):
+                self.best = saved["best"]
+                self.collapse = saved.get("collapse")
+                self.per_epoch = saved.get("per_epoch", [])
+
+    def _classifier(self):
+        """A float32 copy of the model's classifier, built once and given the weights each
+        epoch, so the attack is traced once per run rather than once per epoch."""
+        source = self.model.classifier_model(name="robust_validation")
+        if self._copy is None:
+            self._copy = precision.float32_copy(source)
+        else:
+            self._copy.set_weights(source.get_weights())
+        return self._copy
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        classifier = self._classifier()
+        clean, robust = measure(classifier, self.images, self.labels, self.attack, self.epsilon,
+                                self.settings)
+        logs["val_robust_accuracy"] = robust
+        logs["val_clean_accuracy"] = clean
+        self.per_epoch = [e for e in self.per_epoch if e["epoch"] < epoch + 1]
+        self.per_epoch.append({"epoch": epoch + 1, "robust_accuracy": robust, "clean_accuracy": clean})
+        if robust > self.best["robust_accuracy"]:
+            self.best = {"epoch": epoch + 1, "robust_accuracy": robust, "clean_accuracy": clean}
+            if self.out is not None and self.write:
+                atomic_files.save_model(classifier, os.path.join(self.out, BEST_MODEL))
+        elif self.collapse is None and robust < self.best["robust_accuracy"] - self.collapse_drop:
+            self.collapse = {"epoch": epoch + 1, "robust_accuracy": robust,
+                             "best_epoch": self.best["epoch"],
+                             "best_robust_accuracy": self.best["robust_accuracy"],
+                             "stopped": self.stop_on_collapse}
+            action = ("training stops; " if self.stop_on_collapse else "") + \
+                f"the best model (epoch {self.best['epoch']}) is kept"
+            print(f"WARNING: catastrophic overfitting at epoch {epoch + 1}: validation "
+                  f"{self.attack.upper()} accuracy {100 * robust:.1f}% fell more than "
+                  f"{100 * self.collapse_drop:.0f} points below its best, "
+                  f"{100 * self.best['robust_accuracy']:.1f}% at epoch {self.best['epoch']}; "
+                  f"{action}.", flush=True)
+            if self.stop_on_collapse:
+                self.model.stop_training = True
+        if self.out is not None and self.write:
+            atomic_files.write_json(os.path.join(self.out, BEST_RECORD), self.record())
+
+    def record(self):
+        """What summary.json keeps of the robust validation."""
+        return {"attack": self.attack, "epsilon_255": round(self.epsilon * 255, 3),
+                "images": int(len(self.labels)), "steps": self.settings.pgd_steps,
+                "best": self.best, "collapse": self.collapse, "per_epoch": self.per_epoch}
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
