@@ -1,23 +1,84 @@
-"""PGD, projected gradient descent under an L-infinity budget (Madry et al., 2018).
+"""Signed-gradient attacks under an L-infinity budget: one iteration for evaluation and training.
 
-From a uniformly random start in the epsilon-ball, `steps` steps of
+`perturb` is the iteration every single- and multi-step attack here is made of, from a
+start x_0 (x itself, or x plus noise uniform in [-k eps, k eps], or Gaussian):
 
-    x <- clip(project_ball(x + step_size * sign(grad_x CE(model(x), y))), 0, 1)
+    x_{t+1} = clip(project(x_t + step_size * sign(grad_x L(model(x_t), y))), 0, 1)
 
-repeated from `restarts` random starts; per image, the first restart that fools the
-model is kept (else the last). Same conventions as `attacks.fgsm`: [0, 1] pixel units,
-model in inference mode.
+with `project` the projection onto the epsilon-ball around x, or none. Its settings give
+the attacks of the literature:
+
+| attack | start | steps | step size | projection | reach |
+|---|---|---|---|---|---|
+| FGSM (Goodfellow et al., 2015) | none | 1 | eps | yes | eps |
+| FGSM-RS (Wong, Rice, Kolter, 2020) | U(-eps, eps) | 1 | 1.25 eps | yes | eps |
+| N-FGSM (de Jorge et al., 2022) | U(-2 eps, 2 eps) | 1 | eps | no | 3 eps |
+| PGD-k (Madry et al., 2018) | U(-eps, eps) | k | alpha | yes | eps |
+| TRADES' adversary (Zhang et al., 2019) | N(0, 0.001^2) | k | alpha | yes | eps |
+
+`pgd` is the evaluator's PGD: `perturb` from `restarts` random starts, keeping per image
+the first restart that fools the model (else the last). Same conventions as
+`attacks.fgsm`: [0, 1] pixel units, the model in inference mode unless `training`.
 """
 
 import tensorflow as tf
 
 from attacks.fgsm import check_epsilon
+from attacks.fgsm import cross_entropy
 from attacks.fgsm import input_gradient
+
+STARTS = ("none", "uniform", "normal")
 
 
 def default_step_size(epsilon, steps):
     """2.5 * epsilon / steps: enough to cross the ball and back (Madry et al.)."""
     return 2.5 * epsilon / steps
+
+
+def start_point(images, epsilon, start, start_scale, seed):
+    """x_0: the images, or images + noise (uniform in [-start_scale eps, start_scale eps], or
+    Gaussian with standard deviation start_scale), clipped to [0, 1]; `seed` stateless."""
+    if start == "none":
+        return images
+    if start == "uniform":
+        noise = tf.random.stateless_uniform(tf.shape(images), seed, -1.0, 1.0) * start_scale * epsilon
+    elif start == "normal":
+        noise = tf.random.stateless_normal(tf.shape(images), seed) * start_scale
+    else:
+        raise ValueError(f"start={start!r}: choose one of {', '.join(STARTS)}.")
+    return tf.clip_by_value(images + tf.cast(noise, images.dtype), 0.0, 1.0)
+
+
+def perturb(model, images, targets, epsilon, steps, step_size, start="uniform", start_scale=1.0,
+            project=True, loss=cross_entropy, seed=(0, 0), training=False, gradient_scale=1.0,
+            start_images=None):
+    """`steps` signed-gradient steps from a start (see the module docstring); returns x_steps.
+
+    Args:
+        model: maps images to logits, called as model(x, training=training).
+        images: float32 [B, H, W, C] in [0, 1].
+        targets: what `loss(targets, logits)` takes: int labels [B] for the cross-entropy,
+            probabilities [B, K] for `attacks.fgsm.kl_divergence`.
+        epsilon, step_size: in [0, 1] pixel units (scalars or tensors).
+        start, start_scale: "none", "uniform" (in start_scale * eps) or "normal" (standard
+            deviation start_scale).
+        project: project each step onto the epsilon-ball around `images`; without it only
+            [0, 1] bounds the image (N-FGSM).
+        seed: stateless seed (two ints) of the start.
+        gradient_scale: see `attacks.fgsm.input_gradient` (mixed_float16).
+        start_images: x_0 given directly (then start, start_scale and seed are unused).
+    """
+    lower = tf.maximum(images - epsilon, 0.0) if project else tf.zeros_like(images)
+    upper = tf.minimum(images + epsilon, 1.0) if project else tf.ones_like(images)
+    if start_images is None:
+        start_images = start_point(images, epsilon, start, start_scale, seed)
+    adversarial = tf.clip_by_value(start_images, lower, upper)
+    # A Python loop: `steps` is fixed, and XLA compiles the unrolled steps about twice as
+    # fast as a tf.while_loop on a CPU (measured on the 2-core build machine).
+    for _ in range(steps):
+        gradient, _ = input_gradient(model, adversarial, targets, loss, training, gradient_scale)
+        adversarial = tf.clip_by_value(adversarial + step_size * tf.sign(gradient), lower, upper)
+    return adversarial
 
 
 def pgd(model, images, targets, epsilon, steps=10, step_size=None, restarts=1, seed=(0, 0)):
@@ -37,18 +98,11 @@ def pgd(model, images, targets, epsilon, steps=10, step_size=None, restarts=1, s
     if step_size is None:
         step_size = default_step_size(epsilon, steps)
     targets = tf.cast(targets, tf.int32)
-    lower = tf.maximum(images - epsilon, 0.0)
-    upper = tf.minimum(images + epsilon, 1.0)
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), restarts)
     best, fooled = images, tf.zeros(tf.shape(targets), tf.bool)
     for restart in range(restarts):
-        noise = tf.random.stateless_uniform(tf.shape(images), seeds[restart], -1.0, 1.0)
-        adversarial = tf.clip_by_value(images + epsilon * noise, lower, upper)
-        # A Python loop: `steps` is fixed, and XLA compiles the unrolled steps about twice as
-        # fast as a tf.while_loop on a CPU (measured on the 2-core build machine).
-        for _ in range(steps):
-            gradient, _ = input_gradient(model, adversarial, targets)
-            adversarial = tf.clip_by_value(adversarial + step_size * tf.sign(gradient), lower, upper)
+        adversarial = perturb(model, images, targets, epsilon, steps, step_size, "uniform",
+                              seed=seeds[restart])
         logits = model(adversarial, training=False)
         now_fooled = tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), targets)
         if restart == restarts - 1:

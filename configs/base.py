@@ -66,6 +66,34 @@ def base_config():
         cpu_replicas=1,  # On a host without GPUs: logical CPU replicas for mirrored (tests).
     ))
 
+    # Adversarial training (training/adversary.py): each batch's adversarial images are
+    # crafted before the gradient step and trained on, in the stages listed.
+    config.adversarial = ml_collections.ConfigDict(dict(
+        method="none",  # none, fgsm_rs, n_fgsm (recommended: no catastrophic overfitting) or pgd.
+        epsilon=8.0,  # Out of 255: the L-infinity budget trained for.
+        steps=10,  # pgd and TRADES' adversary: steps per batch (fgsm_rs and n_fgsm take one).
+        step_size=2.0,  # Out of 255: pgd's step (fgsm_rs steps 1.25 eps, n_fgsm eps).
+        bn_mode="inference",  # BatchNorm while crafting: inference (moving statistics) or training.
+        stages=("baseline", "pretrain", "finetune"),  # The training stages it applies to.
+        ce_on="adversarial",  # Cross-entropy on the adversarial images, or on both clean and adversarial.
+        trades_beta=0.0,  # > 0: TRADES, CE(clean) + beta KL(f(x) || f(x')), its KL adversary (6 there).
+    ))
+
+    # Robust validation after every epoch (training/robust_validation.py): PGD accuracy on
+    # held-out validation images, logged as val_robust_accuracy; the best epoch's model is
+    # kept as best_model.keras, and a collapse (catastrophic overfitting) is caught.
+    config.validation = ml_collections.ConfigDict(dict(
+        robust="auto",  # auto (on where adversarial training is on), true or false.
+        attack="pgd",  # pgd (steps below, step 2.5 eps / steps, one random start) or fgsm.
+        steps=10,
+        epsilon=8.0,  # Out of 255.
+        examples=1000,  # Seeded validation images attacked each epoch; 0: all of them.
+        batch_size=500,
+        collapse_drop=20.0,  # Points of robust accuracy below the best that count as a collapse.
+        stop_on_collapse=True,  # End training at a collapse (the best model is kept either way).
+        use="best",  # Which model finetune, attack and export take: best (epoch) or last.
+    ))
+
     config.finetune = ml_collections.ConfigDict(dict(
         mode="linear",  # linear: frozen encoder, new linear classifier; full: train all.
         epochs=20,
@@ -140,4 +168,5 @@ def shrink_for_smoke(config):
     config.attack.update(epsilons=(0, 8), pgd_steps=2, max_examples=64, batch_size=32,
                          embedding_examples=64)
     config.tune.update(max_trials=3, epochs=1, validation_examples=32, min_clean_accuracy=0.0)
+    config.validation.update(examples=32, steps=2)
     return config

@@ -181,6 +181,25 @@ FIELDS = {
     "train.strategy": Choice(STRATEGIES),
     "train.cpu_replicas": Number(int, 1, 64),
 
+    "adversarial.method": Choice(("none", "fgsm_rs", "n_fgsm", "pgd")),
+    "adversarial.epsilon": Number(float, 0.0, 255.0, open_low=True),
+    "adversarial.steps": _POSITIVE,
+    "adversarial.step_size": Number(float, 0.0, 255.0, open_low=True),
+    "adversarial.bn_mode": Choice(("inference", "training")),
+    "adversarial.stages": Items(Choice(TRAINING_STAGES), min_length=1, unique=True),
+    "adversarial.ce_on": Choice(("adversarial", "both")),
+    "adversarial.trades_beta": Number(float, 0.0, 100.0),
+
+    "validation.robust": Choice(("auto", True, False)),
+    "validation.attack": Choice(("pgd", "fgsm")),
+    "validation.steps": _POSITIVE,
+    "validation.epsilon": Number(float, 0.0, 255.0, open_low=True),
+    "validation.examples": _COUNT,
+    "validation.batch_size": _POSITIVE,
+    "validation.collapse_drop": Number(float, 0.0, 100.0, open_low=True),
+    "validation.stop_on_collapse": Flag(),
+    "validation.use": Choice(("best", "last")),
+
     "finetune.mode": Choice(("linear", "full")),
     "finetune.epochs": _POSITIVE,
     "finetune.learning_rate": _RATE,
@@ -296,6 +315,30 @@ def _check_relations(config):
         if schedule.warmup_epochs > schedule.epochs:
             _fail(f"{section}.warmup_epochs", schedule.warmup_epochs,
                   f"must be at most {section}.epochs={schedule.epochs}")
+    if "adversarial" in config:
+        adversarial = config.adversarial
+        if adversarial.trades_beta and adversarial.method == "none":
+            _fail("adversarial.trades_beta", adversarial.trades_beta,
+                  "needs an adversary: set --config.adversarial.method (pgd, as TRADES uses)")
+        if adversarial.trades_beta and adversarial.ce_on != "adversarial":
+            _fail("adversarial.ce_on", adversarial.ce_on,
+                  "TRADES (trades_beta > 0) trains CE on the clean images by definition; "
+                  "leave ce_on at adversarial")
+    if "validation" in config and robust_validation_on(config) and not config.data.validation_fraction:
+        _fail("data.validation_fraction", config.data.validation_fraction,
+              "robust validation needs validation images: set it above 0 (e.g. 0.1), or "
+              "--config.validation.robust=False")
     if config.data.max_train_examples and config.data.max_train_examples < config.train.batch_size:
         _fail("data.max_train_examples", config.data.max_train_examples,
               f"must be 0 (all) or at least train.batch_size={config.train.batch_size}")
+
+
+def robust_validation_on(config, stage=None):
+    """Whether `stage` (any training stage when None) validates robustly after each epoch:
+    config.validation.robust, where `auto` means wherever adversarial training is on."""
+    robust = str(config.validation.robust).lower()
+    if robust in ("true", "false"):
+        return robust == "true"
+    adversarial = config.adversarial
+    stages = tuple(adversarial.stages) if stage is None else (stage,)
+    return adversarial.method != "none" and any(s in tuple(adversarial.stages) for s in stages)

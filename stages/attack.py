@@ -37,7 +37,7 @@ from models import precision
 from pipeline import datasets
 from report import plots
 from report import tables
-from training import builders
+from training import robust_validation
 from training.run_context import run_context
 
 
@@ -141,7 +141,9 @@ def evaluate_model(name, path, images, labels, images_sha256, settings, attacks,
 
 
 def run(config, workdir):
-    paths = {name: os.path.join(workdir, name, "model.keras") for name in config.attack.models}
+    # Each stage's best epoch where robust validation kept one (config.validation.use).
+    paths = {name: robust_validation.model_file(os.path.join(workdir, name), config.validation.use)
+             for name in config.attack.models}
     missing = [path for path in paths.values() if not os.path.exists(path)]
     if missing:
         raise UserError(f"{missing[0]} does not exist: train it first (--stage all trains every "
@@ -209,6 +211,10 @@ def evaluate_and_report(config, paths, out, keep=None):
                    "pgd_restarts": settings.pgd_restarts, "norm": "Linf",
                    "epsilon_units": "[0, 1] pixel scale"},
         "seconds": seconds,
+        # Which model of each stage was attacked: its best epoch or its last.
+        "checkpoints": {name: robust_validation.describe_choice(os.path.dirname(path), config.validation.use)
+                        if os.path.basename(path) == robust_validation.BEST_MODEL else "last epoch"
+                        for name, path in paths.items()},
         "all_checks_passed": all(v["passed"] for model in checks.values() for v in model.values()),
     }
     atomic_files.write_json(os.path.join(out, "results.json"), results)

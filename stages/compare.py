@@ -28,6 +28,7 @@ from common.errors import UserError
 from report import plots, verdict
 from stages import attack
 from stages import train
+from training import robust_validation
 from training import specs
 
 # What the paper (arXiv 2412.19747) reports, which the verdict is set beside.
@@ -88,7 +89,8 @@ def run(config, workdir):
         print(f"== {arm}: {stage} stage" + (f" with {changes}" if changes else ""), flush=True)
         start = time.time()
         summary = train.train(arm_config(config, changes), arm_workdir, stage)
-        paths[arm] = os.path.join(arm_workdir, stage, "model.keras")
+        paths[arm] = robust_validation.model_file(os.path.join(arm_workdir, stage),
+                                                  config.validation.use)
         entry = record["arms"].get(arm, {})
         if entry.get("inputs") is not None:
             entry["inputs"] = specs.with_data_identity(entry["inputs"])

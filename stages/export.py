@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from common.errors import UserError
 from pipeline import datasets
+from training import robust_validation
 from training.run_context import run_context
 
 # Logits of the reloaded SavedModel must match Keras's to float32 rounding, relative to
@@ -106,7 +107,9 @@ def export(model, model_dir, check_images, source=None):
 
 
 def run(config, workdir):
-    path = os.path.join(workdir, config.export.model, "model.keras")
+    # The stage's best epoch where robust validation kept one (config.validation.use).
+    path = robust_validation.model_file(os.path.join(workdir, config.export.model),
+                                        config.validation.use)
     if not os.path.exists(path):
         raise UserError(f"{path} does not exist: run --stage {config.export.model} first, or choose "
                         "another with --config.export.model.")

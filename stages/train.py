@@ -29,6 +29,7 @@ from pipeline import datasets
 from training import builders
 from training import distribute
 from training import fit as fit_lib
+from training import robust_validation
 from training import specs
 from training.run_context import run_context
 
@@ -46,9 +47,27 @@ def stage_inputs(config, workdir, spec):
     """What decides the stage's model: the config fields it reads, and the model it starts from."""
     inputs = specs.decisive_fields(json.loads(config.to_json_best_effort()), spec)
     if spec.init_from:
-        parent = os.path.join(workdir, spec.init_from, "model.keras")
+        parent = parent_model(config, workdir, spec)
         inputs[f"{spec.init_from}_sha256"] = _sha256(parent) if os.path.exists(parent) else None
     return inputs
+
+
+def parent_model(config, workdir, spec):
+    """The model file `spec` starts from: its parent stage's best epoch or last, as
+    config.validation.use says (the last where no robust validation kept a best)."""
+    return robust_validation.model_file(os.path.join(workdir, spec.init_from), config.validation.use)
+
+
+def robust_validation_callback(config, stage, validation_split, out, strategy):
+    """The RobustValidation callback of `stage`, or None where it does not validate robustly."""
+    if not specs.robust_validation_in(json.loads(config.to_json_best_effort()), stage):
+        return None
+    validation = config.validation
+    images, labels = robust_validation.held_out(validation_split, validation.examples, config.seed)
+    return robust_validation.RobustValidation(
+        images, labels, validation.attack, validation.epsilon / 255.0,
+        robust_validation.settings_for(config), out, validation.collapse_drop / 100.0,
+        validation.stop_on_collapse, write=distribute.is_chief(strategy))
 
 
 def _read_json(path):
@@ -142,21 +161,30 @@ def train(config, workdir, stage, callbacks=(), verbose=None):
                                                         validation_split)
         encoder = None
         if spec.init_from:
-            encoder = builders.load_encoder(os.path.join(workdir, spec.init_from, "model.keras"),
-                                            config, info)
+            encoder = builders.load_encoder(parent_model(config, workdir, spec), config, info)
         model = builders.compile_model(builders.build_model(config, spec, info, encoder),
                                        config, spec, inputs_data.steps_per_epoch)
         print(f"{stage}: {len(train_split)} training images, {inputs_data.steps_per_epoch} steps "
               f"per epoch, {plan.epochs} epochs, precision policy {policy}, "
               f"{distribute.describe(strategy)}", flush=True)
+        validator = robust_validation_callback(config, stage, validation_split, out, strategy)
+        adversary = model.adversary
+        if adversary is not None:
+            print(f"{stage}: adversarial training, {adversary.method} at "
+                  f"{config.adversarial.epsilon:g}/255 (perturbations up to "
+                  f"{255 * adversary.reach:.4g}/255), BatchNorm in {adversary.bn_mode} mode while "
+                  f"crafting" + (f", TRADES beta {adversary.trades_beta:g}" if adversary.trades_beta
+                                 else f", cross-entropy on {config.adversarial.ce_on}"), flush=True)
         history, images_per_second = fit_lib.fit(
             model, inputs_data, plan.epochs, out, stage,
             learning_rate_flag=f"--config.{spec.schedule or 'train'}.learning_rate",
-            callbacks=callbacks, verbose=verbose)
+            callbacks=callbacks, verbose=verbose, robust_validation=validator)
         trained = precision_lib.float32_copy(model.classifier_model(name=stage))
     final = {name: float(values[-1]) for name, values in history.items() if values}
     summary = {"stage": stage, "policy": policy, "train_images": len(train_split),
                "images_per_second": images_per_second, "final": final, "inputs": inputs}
+    if validator is not None:
+        summary["robust_validation"] = validator.record()
     if distribute.is_chief(strategy):  # The chief writes the results (training.distribute).
         atomic_files.save_model(trained, os.path.join(out, "model.keras"))
         atomic_files.write_json(os.path.join(out, "summary.json"), summary)

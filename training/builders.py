@@ -22,6 +22,7 @@ from models.contrastive_model import ContrastiveModel
 from models.supcon_loss import SupConLoss
 from pipeline import input_pipeline
 from training import distributed_loop
+from training.adversary import Adversary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +141,8 @@ def load_encoder(path, config, data_info):
 
 
 def build_model(config, spec, data_info, encoder=None):
-    """The ContrastiveModel `spec` trains; `encoder` (for finetune: pretrain's) or a new one."""
+    """The ContrastiveModel `spec` trains; `encoder` (for finetune: pretrain's) or a new one,
+    with the adversary of config.adversarial where it trains this stage."""
     if encoder is None:
         encoder = build_encoder(config, data_info)
     elif spec.schedule == "finetune" and config.finetune.mode == "linear":
@@ -151,7 +153,8 @@ def build_model(config, spec, data_info, encoder=None):
         projection = heads.projection_head(encoder.outputs[0].shape[-1], config.model.width)
     model = ContrastiveModel(encoder, heads.classifier(data_info.num_classes),
                              projection_head=projection, name=spec.name,
-                             **build_losses(config, spec))
+                             adversary=Adversary.from_config(config, spec.name),
+                             ce_on=config.adversarial.ce_on, **build_losses(config, spec))
     # Built now, so that a checkpoint (BackupAndRestore) can be restored into it.
     model(tf.zeros((1,) + tuple(data_info.image_shape)), training=False)
     return model

@@ -106,10 +106,12 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.learning_rate",
-        callbacks=(), verbose=None):
+        callbacks=(), verbose=None, robust_validation=None):
     """Trains `model` (compiled) on `inputs` (`builders.Inputs`) for `epochs`, logging into `out`.
 
-    `callbacks` are added after the standard ones (the tuner passes its own). Returns
+    `callbacks` are added after the standard ones (the tuner passes its own).
+    `robust_validation` (a `training.robust_validation.RobustValidation`) runs before the
+    logs are written, so history.csv and TensorBoard record its accuracies. Returns
     (history dict {metric: [value per epoch]}, images per second or None).
     """
     os.makedirs(out, exist_ok=True)
@@ -122,6 +124,7 @@ def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.le
         standard = [distribute.backup_callback(strategy, backup, os.path.join(own, BACKUP),
                                                double_checkpoint=True),
                     StopOnDivergence(stage, backup, learning_rate_flag),
+                    *([robust_validation] if robust_validation is not None else []),
                     keras.callbacks.CSVLogger(os.path.join(own, "history.csv"), append=True),
                     keras.callbacks.TensorBoard(os.path.join(own, "logs")),
                     throughput]

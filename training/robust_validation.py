@@ -36,6 +36,24 @@ BEST_MODEL = "best_model.keras"
 BEST_RECORD = "best.json"
 
 
+def model_file(out, use="best"):
+    """The model a later stage takes from a training stage's folder `out`: its best epoch's
+    (`use="best"`, where robust validation kept one) or its last."""
+    best = os.path.join(out, BEST_MODEL)
+    return best if use == "best" and os.path.exists(best) else os.path.join(out, "model.keras")
+
+
+def describe_choice(out, use="best"):
+    """One phrase for results: which model of `out` was taken, and why."""
+    record = _read_json(os.path.join(out, BEST_RECORD))
+    if model_file(out, use).endswith(BEST_MODEL) and record:
+        best = record["best"]
+        return (f"best epoch {best['epoch']} of {len(record.get('per_epoch', []))} by validation "
+                f"{record['attack'].upper()} at {record['epsilon_255']:g}/255 "
+                f"({100 * best['robust_accuracy']:.1f}% of {record['images']} images)")
+    return "last epoch"
+
+
 def measure(classifier, images, labels, attack, epsilon, settings):
     """(clean accuracy, accuracy under `attack` at `epsilon`) of `classifier` on float32
     images in [0, 1]; `epsilon` in [0, 1] pixel units, `settings` an AttackSettings (its

@@ -41,13 +41,19 @@ class StageSpec:
 # Fields of config.train that a run may change without changing what is learnt: how it
 # is spread over devices. Kept out of every key so that a run resumes under another
 # replica count.
-NOT_DECIDING = ("train.strategy", "train.cpu_replicas")
+NOT_DECIDING = ("train.strategy", "train.cpu_replicas",
+                # Which model the later stages take, and how validation batches its images.
+                "validation.use", "validation.batch_size")
 
-BASELINE = StageSpec("baseline", views=1, reads=("seed", "data", "model", "train"))
+# Adversarial training and robust validation decide a stage only where they are on (see
+# `decisive_fields`): a run without them keeps the key it had before they existed.
+ROBUSTNESS = ("adversarial", "validation")
+
+BASELINE = StageSpec("baseline", views=1, reads=("seed", "data", "model", "train") + ROBUSTNESS)
 PRETRAIN = StageSpec("pretrain", views=2, contrastive=True,
-                     reads=("seed", "data", "model", "train", "loss"))
+                     reads=("seed", "data", "model", "train", "loss") + ROBUSTNESS)
 FINETUNE = StageSpec("finetune", views=1, schedule="finetune", init_from="pretrain",
-                     reads=("seed", "data", "model", "train", "finetune"))
+                     reads=("seed", "data", "model", "train", "finetune") + ROBUSTNESS)
 
 SPECS = {spec.name: spec for spec in (BASELINE, PRETRAIN, FINETUNE)}
 
@@ -59,8 +65,29 @@ RESUMABLE_AFTER_DIVERGENCE = ("train.learning_rate", "train.warmup_epochs", "tra
                               "finetune.weight_decay")
 
 
+def adversarial_in(resolved, stage):
+    """Whether config.adversarial trains `stage` adversarially (resolved: a plain dict)."""
+    adversarial = resolved.get("adversarial") or {}
+    return adversarial.get("method", "none") != "none" and stage in tuple(adversarial.get("stages", ()))
+
+
+def robust_validation_in(resolved, stage):
+    """Whether `stage` validates robustly after each epoch (config.validation.robust; auto:
+    where adversarial training is on)."""
+    robust = str((resolved.get("validation") or {}).get("robust", "auto")).lower()
+    return adversarial_in(resolved, stage) if robust == "auto" else robust == "true"
+
+
 def decisive_fields(resolved, spec):
-    """The part of a resolved config (a plain dict) that `spec` reads, as a flat dict."""
+    """The part of a resolved config (a plain dict) that `spec` reads, as a flat dict.
+
+    config.adversarial enters only where it trains this stage, config.validation only
+    where this stage validates robustly.
+    """
+    reads = tuple(read for read in spec.reads
+                  if (read != "adversarial" or adversarial_in(resolved, spec.name))
+                  and (read != "validation" or robust_validation_in(resolved, spec.name)))
+    spec = dataclasses.replace(spec, reads=reads)
     flat = {}
 
     def walk(node, prefix):
