@@ -154,6 +154,55 @@ CONFIG_MISTAKES = {
                                         "no such config file"),
     "unknown_attack": flag_mistake(["--config.attack.attacks=fgsm,cw"], "--config.attack.attacks",
                                    "item 'cw'"),
+    # Every field of adversarial training and robust validation.
+    "unknown_adversarial_method": flag_mistake(
+        ["--config.adversarial.method=fgm"], "--config.adversarial.method=fgm",
+        "one of none, fgsm_rs, n_fgsm, pgd"),
+    "zero_adversarial_epsilon": flag_mistake(
+        ["--config.adversarial.epsilon=0"], "--config.adversarial.epsilon=0.0", "(0, 255]"),
+    "adversarial_epsilon_above_255": flag_mistake(
+        ["--config.adversarial.epsilon=300"], "--config.adversarial.epsilon=300.0", "(0, 255]"),
+    "zero_adversarial_steps": flag_mistake(
+        ["--config.adversarial.steps=0"], "--config.adversarial.steps=0", "[1, inf]"),
+    "zero_adversarial_step_size": flag_mistake(
+        ["--config.adversarial.step_size=0"], "--config.adversarial.step_size=0.0", "(0, 255]"),
+    "bogus_bn_mode": flag_mistake(["--config.adversarial.bn_mode=eval"],
+                                  "--config.adversarial.bn_mode=eval", "one of inference, training"),
+    "unknown_adversarial_stage": flag_mistake(
+        ["--config.adversarial.stages=baseline,attack"], "--config.adversarial.stages",
+        "item 'attack'"),
+    "bogus_ce_on": flag_mistake(["--config.adversarial.ce_on=clean"],
+                                "--config.adversarial.ce_on=clean", "one of adversarial, both"),
+    "negative_trades_beta": flag_mistake(
+        ["--config.adversarial.method=pgd", "--config.adversarial.trades_beta=-1"],
+        "--config.adversarial.trades_beta=-1.0", "[0, 100]"),
+    "trades_without_adversary": flag_mistake(
+        ["--config.adversarial.trades_beta=6"], "--config.adversarial.trades_beta=6.0",
+        "needs an adversary"),
+    "trades_with_ce_on_both": flag_mistake(
+        ["--config.adversarial.method=pgd", "--config.adversarial.trades_beta=6",
+         "--config.adversarial.ce_on=both"], "--config.adversarial.ce_on=both", "TRADES"),
+    "bogus_robust_validation": flag_mistake(
+        ["--config.validation.robust=sometimes"], "--config.validation.robust=sometimes",
+        "one of auto, True, False"),
+    "bogus_validation_attack": flag_mistake(
+        ["--config.validation.attack=aa-like"], "--config.validation.attack=aa-like", "one of pgd, fgsm"),
+    "zero_validation_steps": flag_mistake(
+        ["--config.validation.steps=0"], "--config.validation.steps=0", "[1, inf]"),
+    "zero_validation_epsilon": flag_mistake(
+        ["--config.validation.epsilon=0"], "--config.validation.epsilon=0.0", "(0, 255]"),
+    "negative_validation_examples": flag_mistake(
+        ["--config.validation.examples=-5"], "--config.validation.examples=-5", "[0, inf]"),
+    "zero_collapse_drop": flag_mistake(
+        ["--config.validation.collapse_drop=0"], "--config.validation.collapse_drop=0.0", "(0, 100]"),
+    "bogus_stop_on_collapse": flag_mistake(
+        ["--config.validation.stop_on_collapse=maybe"], "--config.validation.stop_on_collapse=maybe",
+        "Non-boolean argument"),
+    "bogus_validation_use": flag_mistake(
+        ["--config.validation.use=first"], "--config.validation.use=first", "one of best, last"),
+    "robust_validation_without_validation_images": flag_mistake(
+        ["--config.adversarial.method=n_fgsm", "--config.data.validation_fraction=0"],
+        "--config.data.validation_fraction=0.0", "robust validation needs validation images"),
 }
 
 BAD_INPUTS = {function.__name__: function for function in (

@@ -152,7 +152,7 @@ class RobustValidation(keras.callbacks.Callback):
     def record(self):
         """What summary.json keeps of the robust validation."""
         return {"attack": self.attack, "epsilon_255": round(self.epsilon * 255, 3),
-                "images": int(len(self.labels)), "steps": self.settings.pgd_steps,
+                "images": int(len(self.labels)), "steps": getattr(self.settings, "pgd_steps", None),
                 "best": self.best, "collapse": self.collapse, "per_epoch": self.per_epoch}
 
 

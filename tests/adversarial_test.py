@@ -1,0 +1,267 @@
+"""Adversarial training: the adversary's promises, the robust validation, and that AT works.
+
+Tiny networks and images: seconds each.
+"""
+
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from attacks.pgd import perturb
+from attacks.pgd import pgd
+from models import heads
+from models import resnet
+from models.contrastive_model import ContrastiveModel
+from models.supcon_loss import SupConLoss
+from training import adversary as adversary_lib
+from training import robust_validation
+from training.adversary import Adversary
+
+EPSILON = 8 / 255
+
+
+def tiny_model(adversary=None, contrastive=False, image_shape=(8, 8, 3), classes=4, seed=0):
+    keras.utils.set_random_seed(seed)
+    encoder = resnet.resnet18(image_shape, (0.5,) * 3, (0.25,) * 3, width=1 / 16)
+    projection = heads.projection_head(encoder.outputs[0].shape[-1], 1 / 16) if contrastive else None
+    losses = dict(supcon_loss=SupConLoss(0.1), supcon_weight=1.0) if contrastive else {}
+    model = ContrastiveModel(encoder, heads.classifier(classes), projection_head=projection,
+                             adversary=adversary, **losses)
+    model(tf.zeros((1,) + image_shape), training=False)
+    return model
+
+
+def batch(count=16, shape=(8, 8, 3), classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return (tf.constant(rng.uniform(0, 1, (count,) + shape), tf.float32),
+            tf.constant(rng.integers(0, classes, count), tf.int64))
+
+
+@pytest.mark.parametrize("method,reach", [("fgsm_rs", 1.0), ("n_fgsm", 3.0), ("pgd", 1.0)])
+def test_crafted_images_lie_in_the_ball_the_method_promises(method, reach):
+    adversary = Adversary(method, EPSILON, steps=3, step_size=2 / 255)
+    model = tiny_model()
+    images, labels = batch()
+    # Pixels at the edges of [0, 1] too, where the clip must hold.
+    images = tf.concat([images[:8], tf.round(images[8:])], axis=0)
+    adversarial = adversary(model, images, labels, tf.constant(5, tf.int64))
+    distance = tf.reduce_max(tf.abs(adversarial - images), axis=[1, 2, 3]).numpy()
+
+    assert adversary.reach == pytest.approx(reach * EPSILON)
+    assert distance.max() <= reach * EPSILON + 1e-6
+    assert float(tf.reduce_min(adversarial)) >= 0.0 and float(tf.reduce_max(adversarial)) <= 1.0
+    assert (distance > 0).all()  # Every image moved.
+    if method == "n_fgsm":
+        assert distance.max() > EPSILON  # Not projected: it goes beyond the ball.
+
+
+def test_views_keep_their_shape_and_each_view_is_crafted():
+    adversary = Adversary("n_fgsm", EPSILON)
+    model = tiny_model()
+    images, labels = batch(count=8)
+    views = tf.stack([images, tf.reverse(images, axis=[2])], axis=1)  # [B, 2, H, W, C]
+    adversarial = adversary(model, views, labels, tf.constant(1, tf.int64))
+
+    assert adversarial.shape == views.shape
+    assert (tf.reduce_max(tf.abs(adversarial - views), axis=[2, 3, 4]).numpy() > 0).all()
+
+
+@pytest.mark.parametrize("bn_mode", ["inference", "training"])
+def test_crafting_changes_no_weight_and_no_moving_statistic(bn_mode):
+    adversary = Adversary("pgd", EPSILON, steps=2, step_size=2 / 255, bn_mode=bn_mode)
+    model = tiny_model()
+    # Moving statistics away from their initial values, so a change would show.
+    images, labels = batch()
+    model(images, training=True)
+    before = [v.numpy().copy() for v in model.variables]
+    craft = tf.function(lambda x, y: adversary(model, x, y, tf.constant(3, tf.int64)))
+    craft(images, labels)
+
+    for variable, value in zip(model.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
+
+
+def test_the_same_seed_and_step_craft_the_same_images_after_a_resume():
+    model = tiny_model()
+    images, labels = batch()
+    first = Adversary("n_fgsm", EPSILON, seed=3)(model, images, labels, tf.constant(7, tf.int64))
+    # A new adversary, as a resumed process builds it, at the same optimiser step.
+    again = Adversary("n_fgsm", EPSILON, seed=3)(model, images, labels, tf.constant(7, tf.int64))
+    next_step = Adversary("n_fgsm", EPSILON, seed=3)(model, images, labels, tf.constant(8, tf.int64))
+
+    np.testing.assert_array_equal(first.numpy(), again.numpy())
+    assert not np.array_equal(first.numpy(), next_step.numpy())
+
+
+def test_under_mixed_float16_every_image_is_perturbed():
+    # A float16 network's input gradient can underflow to zero, and sign(0) leaves a pixel
+    # where it is; the adversary scales the loss under float16. From no random start, so
+    # that only the gradient step moves the images.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = tiny_model()
+        images, labels = batch(count=32)
+        scale = adversary_lib._gradient_scale(model)
+        adversarial = perturb(lambda x, training=False: model.logits(x, training), images, labels,
+                              EPSILON, 1, EPSILON, start="none", gradient_scale=scale)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.encoder.compute_dtype == "float16" and scale > 1
+    moved = tf.abs(adversarial - images) > 0
+    assert tf.reduce_all(tf.reduce_any(moved, axis=[1, 2, 3]))
+    # The signed step moved nearly every pixel that [0, 1] let it move.
+    assert float(tf.reduce_mean(tf.cast(moved, tf.float32))) > 0.9
+
+
+def test_trades_adds_its_term_and_trains_ce_on_clean_images():
+    model = tiny_model(Adversary("pgd", EPSILON, steps=2, step_size=2 / 255, trades_beta=6.0))
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    images, labels = batch()
+    logs = model.train_on_batch(images, labels, return_dict=True)
+
+    assert set(logs) >= {"loss", "ce_loss", "trades_loss"}
+    assert logs["trades_loss"] >= 0.0
+    assert logs["loss"] == pytest.approx(logs["ce_loss"] + 6.0 * logs["trades_loss"], rel=1e-4)
+
+
+def test_adversarial_images_join_the_contrast_set_as_further_views():
+    model = tiny_model(Adversary("n_fgsm", EPSILON), contrastive=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    images, labels = batch(count=8)
+    views = tf.stack([images, images], axis=1)
+    seen = {}
+    original = model.supcon_loss.call
+
+    def spy(y_true, y_pred):
+        seen["rows"] = y_pred.shape[0]
+        return original(y_true, y_pred)
+
+    model.supcon_loss.call = spy
+    model.train_on_batch(views, labels)
+    assert seen["rows"] == 4 * 8  # Two clean views and their two adversarial images.
+
+
+def linearly_separable_with_a_fragile_feature(count, seed):
+    """Two classes; a robust feature (a bright or dark 4x4 patch, noisy) and a fragile one
+    (every other pixel shifted by 0.02 towards the class: perfectly predictive, but
+    erased by a perturbation of 8/255 = 0.031)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, count)
+    sign = (2 * labels - 1).astype(np.float32)[:, None, None, None]
+    images = np.full((count, 8, 8, 3), 0.5, np.float32) + 0.02 * sign
+    images += rng.normal(0, 0.01, images.shape).astype(np.float32)
+    patch = 0.5 + 0.2 * sign + rng.normal(0, 0.15, (count, 1, 1, 1)).astype(np.float32)
+    images[:, :4, :4, :] = patch
+    return np.clip(images, 0, 1), labels
+
+
+def pgd_accuracy(model, images, labels):
+    classifier = model.classifier_model()
+    adversarial = pgd(classifier, tf.constant(images), tf.constant(labels), EPSILON, steps=10)
+    predictions = np.argmax(classifier(adversarial, training=False).numpy(), axis=-1)
+    return float(np.mean(predictions == labels))
+
+
+def test_adversarial_training_gives_clearly_higher_pgd_accuracy():
+    train_images, train_labels = linearly_separable_with_a_fragile_feature(512, seed=0)
+    test_images, test_labels = linearly_separable_with_a_fragile_feature(256, seed=1)
+    accuracies = {}
+    for name, adversary in (("standard", None), ("adversarial", Adversary("n_fgsm", EPSILON))):
+        model = tiny_model(adversary, classes=2)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3))
+        model.fit(train_images, train_labels, batch_size=64, epochs=6, verbose=0, shuffle=True)
+        accuracies[name] = pgd_accuracy(model, test_images, test_labels)
+
+    # The fragile feature carries standard training and PGD erases it; AT learns the patch.
+    assert accuracies["adversarial"] >= accuracies["standard"] + 0.2, accuracies
+    assert accuracies["adversarial"] >= 0.7, accuracies
+
+
+class ScriptedValidation(robust_validation.RobustValidation):
+    """RobustValidation whose measurement follows a script, and which gives the model
+    distinct weights each epoch, so the kept model can be told apart."""
+
+    def __init__(self, script, out, **kwargs):
+        images, labels = batch(count=4)
+        super().__init__(images.numpy(), labels.numpy(), "pgd", EPSILON, None, out, **kwargs)
+        self.script = list(script)
+        self.weights_by_epoch = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        kernel = self.model.classifier.kernel
+        kernel.assign(tf.fill(kernel.shape, float(epoch + 1)))
+        self.weights_by_epoch[epoch + 1] = float(epoch + 1)
+        original = robust_validation.measure
+        robust_validation.measure = lambda *args: (0.9, self.script[epoch])
+        try:
+            super().on_epoch_end(epoch, logs)
+        finally:
+            robust_validation.measure = original
+
+
+def run_epochs(validation, epochs):
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    validation.set_model(model)
+    model.stop_training = False
+    history = []
+    for epoch in range(epochs):
+        logs = {}
+        validation.on_epoch_end(epoch, logs)
+        history.append(logs)
+        if model.stop_training:
+            break
+    return model, history
+
+
+def test_the_best_epoch_model_is_the_one_with_the_highest_robust_accuracy(tmp_path):
+    validation = ScriptedValidation([0.20, 0.35, 0.31, 0.33], str(tmp_path))
+    _, history = run_epochs(validation, 4)
+
+    assert [logs["val_robust_accuracy"] for logs in history] == [0.20, 0.35, 0.31, 0.33]
+    assert validation.record()["best"]["epoch"] == 2
+    best = keras.models.load_model(tmp_path / robust_validation.BEST_MODEL)
+    kernel = [w for w in best.weights if w.path.endswith("kernel")][-1].numpy()
+    assert np.all(kernel == 2.0)  # The weights it had at epoch 2.
+    assert robust_validation.model_file(str(tmp_path)) == str(tmp_path / robust_validation.BEST_MODEL)
+    assert robust_validation.model_file(str(tmp_path), "last") == str(tmp_path / "model.keras")
+
+
+def test_the_collapse_guard_fires_on_a_collapse_and_stops_training(tmp_path, capsys):
+    validation = ScriptedValidation([0.30, 0.42, 0.40, 0.05, 0.01], str(tmp_path), collapse_drop=0.2)
+    model, history = run_epochs(validation, 5)
+
+    collapse = validation.record()["collapse"]
+    assert collapse["epoch"] == 4 and collapse["best_epoch"] == 2 and collapse["stopped"]
+    assert model.stop_training and len(history) == 4
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "catastrophic" in line]
+    assert len(warnings) == 1 and "epoch 4" in warnings[0]
+    # The best model stays the one from before the collapse, and a resumed run knows it.
+    resumed = ScriptedValidation([], str(tmp_path))
+    assert resumed.best["epoch"] == 2 and resumed.collapse["epoch"] == 4
+
+
+def test_the_collapse_guard_is_quiet_on_a_healthy_run(tmp_path, capsys):
+    validation = ScriptedValidation([0.10, 0.25, 0.22, 0.30, 0.28, 0.35], str(tmp_path))
+    model, history = run_epochs(validation, 6)
+
+    assert validation.record()["collapse"] is None
+    assert not model.stop_training and len(history) == 6
+    assert "catastrophic" not in capsys.readouterr().out
+
+
+def test_the_guard_can_warn_without_stopping(tmp_path):
+    validation = ScriptedValidation([0.4, 0.1, 0.1], str(tmp_path), stop_on_collapse=False)
+    model, history = run_epochs(validation, 3)
+
+    assert validation.record()["collapse"]["epoch"] == 2 and not model.stop_training
+    assert len(history) == 3
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
