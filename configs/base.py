@@ -94,6 +94,10 @@ def base_config():
         use="best",  # Which model finetune, attack and export take: best (epoch) or last.
     ))
 
+    # Further models trained beside the stages, each a stage with config changes, attacked
+    # beside them (configs/arms.py): NAME = "STAGE; field=value; ...". None by default.
+    config.arms = ml_collections.ConfigDict()
+
     config.finetune = ml_collections.ConfigDict(dict(
         mode="linear",  # linear: frozen encoder, new linear classifier; full: train all.
         epochs=20,

@@ -14,6 +14,7 @@ import dataclasses
 import numbers
 
 from attacks.table import ATTACKS
+from configs import arms
 from common.errors import UserError
 
 
@@ -287,6 +288,9 @@ def validate(config, fields=None):
     rules = dict(FIELDS, **(fields or {}))
     leaves = dict(_leaves(config))
     for name, value in leaves.items():
+        if name.startswith("arms."):
+            _check_arm(name, value, rules)
+            continue
         if name not in rules:
             section = name.rsplit(".", 1)[0] if "." in name else ""
             known = sorted(rule for rule in rules if rule.rsplit(".", 1)[0] == section)
@@ -302,6 +306,24 @@ def validate(config, fields=None):
                         "holds every field with its default.")
     _check_relations(config)
     return config
+
+
+def _check_arm(name, value, rules):
+    """An arm (configs/arms.py): its stage, and each change as the field's own rule allows."""
+    if not isinstance(value, str):
+        _fail(name, value, "must be text: 'STAGE; field=value; ...'")
+    if name.split(".", 1)[1] in TRAINING_STAGES + ("attack", "export", "data", "tune"):
+        _fail(name, value, "an arm needs a name of its own, not a stage's")
+    try:
+        _, changes = arms.parse(value)
+    except ValueError as error:
+        _fail(name, value, str(error))
+    for field, change in changes.items():
+        if field not in rules or field.startswith(("arms.", "tune.", "attack.", "export.")):
+            _fail(name, value, f"{field!r} is not a training field an arm can change")
+        problem = rules[field].problem(change)
+        if problem:
+            _fail(name, value, f"{field}={change} {problem}")
 
 
 def _check_relations(config):

@@ -33,6 +33,7 @@ from attacks.evaluate import subset
 from attacks.evaluate import worst_case
 from common import atomic_files
 from common.errors import UserError
+from configs import arms
 from models import precision
 from pipeline import datasets
 from report import plots
@@ -144,6 +145,10 @@ def run(config, workdir):
     # Each stage's best epoch where robust validation kept one (config.validation.use).
     paths = {name: robust_validation.model_file(os.path.join(workdir, name), config.validation.use)
              for name in config.attack.models}
+    # And every arm (configs/arms.py), under its own name.
+    paths.update({name: robust_validation.model_file(os.path.join(workdir, name, stage),
+                                                     config.validation.use)
+                  for name, (stage, _) in arms.arms(config).items()})
     missing = [path for path in paths.values() if not os.path.exists(path)]
     if missing:
         raise UserError(f"{missing[0]} does not exist: train it first (--stage all trains every "

@@ -25,6 +25,7 @@ import time
 
 from common import atomic_files
 from common.errors import UserError
+from configs import arms
 from report import plots, verdict
 from stages import attack
 from stages import train
@@ -42,16 +43,6 @@ ARMS = (
     ("supcon", "pretrain", {"loss.margin_weight": 0.0}),
     ("supcon_margin", "pretrain", {}),
 )
-
-
-def arm_config(config, changes):
-    """A copy of `config` with dotted-field `changes` applied."""
-    copy = config.copy_and_resolve_references()
-    with copy.unlocked():
-        for field, value in changes.items():
-            section, name = field.rsplit(".", 1)
-            copy[section][name] = value
-    return copy
 
 
 def _commit():
@@ -84,11 +75,13 @@ def run(config, workdir):
     except (OSError, ValueError):
         record = {"arms": {}}
     paths = {}
-    for arm, stage, changes in ARMS:
+    # config.arms where the config has its own (configs/arms.py), else the paper's three.
+    chosen = [(arm, stage, changes) for arm, (stage, changes) in arms.arms(config).items()] or ARMS
+    for arm, stage, changes in chosen:
         arm_workdir = os.path.join(workdir, arm)
         print(f"== {arm}: {stage} stage" + (f" with {changes}" if changes else ""), flush=True)
         start = time.time()
-        summary = train.train(arm_config(config, changes), arm_workdir, stage)
+        summary = train.train(arms.arm_config(config, changes), arm_workdir, stage)
         paths[arm] = robust_validation.model_file(os.path.join(arm_workdir, stage),
                                                   config.validation.use)
         entry = record["arms"].get(arm, {})

@@ -1,5 +1,8 @@
 """The order of the stages, and `run(stage, config, workdir)` which `run.py` calls."""
 
+import os
+
+from configs import arms
 from stages import data as data_stage
 from stages import train
 from training import distribute
@@ -43,6 +46,8 @@ def run(stage, config, workdir):
     """Runs one stage, or every stage in ORDER for 'all'."""
     if stage == "all":
         for name in ORDER:
+            if name == "attack":
+                train_arms(config, workdir)
             if name in ("attack", "export") and not distribute.chief_process(config.train):
                 print(f"== stage {name}: left to the chief worker", flush=True)
                 continue
@@ -50,3 +55,11 @@ def run(stage, config, workdir):
             STAGES[name](config, workdir)
         return None
     return STAGES[stage](config, workdir)
+
+
+def train_arms(config, workdir):
+    """Trains each arm of config.arms (configs/arms.py) in WORKDIR/<arm>/<stage>/."""
+    for name, (stage, changes) in arms.arms(config).items():
+        shown = ", ".join(f"{field}={value}" for field, value in changes.items())
+        print(f"== arm {name}: stage {stage}" + (f" with {shown}" if shown else ""), flush=True)
+        train.train(arms.arm_config(config, changes), os.path.join(workdir, name), stage)
