@@ -14,6 +14,9 @@ runs as its own process and writes what it measured as JSON; the test judges it.
   largest weight difference, the largest difference between the two replicas'
   BatchNorm moving statistics, and the 2-replica weights saved as BackupAndRestore saves
   them and restored into a one-device model.
+- `adversarial_training`: with N-FGSM adversarial training, the images two replicas craft
+  against those of one device on the concatenated batch (same weights), and the weights
+  after three steps.
 """
 
 import json
@@ -120,6 +123,39 @@ def moving_statistics_spread(strategy, model):
     return spread
 
 
+def check_adversarial_training():
+    """Pretrain with N-FGSM adversarial training (its images join the contrast set) on two
+    replicas and on one device: each replica crafts its share, from the noise of the
+    global batch, so the weights must agree as for clean training."""
+    config = demo.get_config("smoke")
+    config.data.image_size = 16
+    config.train.update(batch_size=16, epochs=1, steps_per_epoch=3, learning_rate=0.05)
+    config.adversarial.method = "n_fgsm"
+    with tempfile.TemporaryDirectory() as workdir:
+        start, one = train_pretrain(ONE, config, None, os.path.join(workdir, "one"))
+        _, two = train_pretrain(TWO, config, start, os.path.join(workdir, "two"))
+        results = {"weights_difference": max(float(np.max(np.abs(a - b)))
+                                             for a, b in zip(one.get_weights(), two.get_weights())),
+                   "weights_moved": max(float(np.max(np.abs(a - b)))
+                                        for a, b in zip(start, one.get_weights()))}
+    # The images themselves, crafted by the two replicas' model from the same weights, against
+    # one device on the concatenated batch.
+    adversary = two.adversary
+    rng = np.random.default_rng(1)
+    images = tf.constant(rng.uniform(0, 1, (16, 2, 16, 16, 3)), tf.float32)
+    labels = tf.constant(rng.integers(0, 4, 16))
+    step = tf.constant(3, tf.int64)
+    whole = adversary(two, images, labels, step).numpy()
+    shares = TWO.experimental_distribute_values_from_function(
+        lambda context: (images[8 * context.replica_id_in_sync_group:][:8],
+                         labels[8 * context.replica_id_in_sync_group:][:8]))
+    crafted = TWO.run(tf.function(lambda share: adversary(two, share[0], share[1], step)),
+                      args=(shares,))
+    split = np.concatenate([t.numpy() for t in TWO.experimental_local_results(crafted)])
+    results["crafted_difference"] = float(np.max(np.abs(whole - split)))
+    return results
+
+
 def check_training():
     config = demo.get_config("smoke")
     config.data.image_size = 16
@@ -154,7 +190,8 @@ def restore_on_one_device(config, path):
 
 
 if __name__ == "__main__":
-    measured = {"terms": check_terms(), "training": check_training()}
+    measured = {"terms": check_terms(), "training": check_training(),
+                "adversarial_training": check_adversarial_training()}
     with open(sys.argv[1], "w") as f:
         json.dump(measured, f, indent=2)
     print(json.dumps(measured, indent=2))
