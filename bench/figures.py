@@ -49,6 +49,7 @@ def goal_rows(results):
     rows = []
     rows += _peer_rows(results.get("peer"))
     rows.append(_custom_step_row(results.get("train_step")))
+    rows += _adversarial_rows(results.get("adversarial_step"))
     rows.append(_utilisation_row(results.get("training")))
     rows += _pipeline_rows(results.get("input_pipeline"), results.get("train_step"))
     rows += _attack_rows(results.get("attack"), results.get("fgsm_ops"))
@@ -81,6 +82,17 @@ def _peer_rows(peer):
         rows.append(_row("contrastive and plain step / PyTorch best, bfloat16", "n/a", goal, "n/a",
                          note="no AVX512_BF16 or AMX on this CPU"))
     return rows
+
+
+def _adversarial_rows(measured):
+    figure = "adversarial training step / the same clean step, {name}, width 1/4"
+    names = {"n_fgsm_ce": "N-FGSM + CE", "n_fgsm_supcon_margin": "N-FGSM + SupCon + margin"}
+    if _absent(measured):
+        return [_absent_row(figure.format(name=name), "", measured) for name in names.values()]
+    return [_row(figure.format(name=names[key]), f"{workload['ratio']:.2f}", "", None,
+                 note=f"{workload['adversarial_images_per_second']:.0f} images/s in AT, "
+                      f"{measured['policy']}; a bare Keras N-FGSM loop measured 1.5x")
+            for key, workload in measured["workloads"].items()]
 
 
 def _custom_step_row(step):

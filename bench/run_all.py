@@ -60,6 +60,7 @@ from bench import machine
 from bench import precision_bench
 from bench import process_bench
 from bench import timing
+from bench import adversarial_bench
 from bench import train_step_bench
 from bench import training_bench
 from common import atomic_files
@@ -124,6 +125,7 @@ def sections(args):
         ("training", lambda: training_bench.run(quarter_width=False,
                                                 max_seconds=10.0 if quick else 15.0)),
         ("train_step", lambda: train_step_bench.run(rounds=4 if quick else 6)),
+        ("adversarial_step", lambda: adversarial_bench.run(rounds=4 if quick else 6)),
         ("attack", lambda: attack_bench.run(rounds=2 if quick else 3, no_xla=not quick)),
         ("fgsm_ops", lambda: fgsm_ops_bench.run(rounds=3)),
         ("input_pipeline", lambda: input_pipeline_bench.run(
