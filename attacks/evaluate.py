@@ -205,15 +205,14 @@ class Progress:
                                "done": sorted([start, epsilon] for start, epsilon in done)})
 
 
-def evaluate(model, images, labels, attack_name, settings, progress=True, indices=None, resume=None):
-    """Evaluates `model` on float32 images [N, H, W, C] in [0, 1] and labels [N] under one attack.
-
-    `indices` (sorted) restricts it to those images; the result keeps them. `resume`, a
-    `Progress`, keeps the evaluation in progress in a file and carries on from it.
-    """
-    if indices is not None:
-        images, labels = images[indices], np.asarray(labels)[indices]
-    image_spec = tf.TensorSpec([None, *images.shape[1:]], tf.float32)
+def _steps(model, attack_name, settings, image_shape, traced=None):
+    """(clean_step, predict, attack) of `model` for these settings; kept in `traced` (a dict
+    the caller owns) when given, so a model evaluated again reuses its traced steps."""
+    steps = traced if traced is not None else {}
+    key = (id(model), attack_name, repr(settings), tuple(image_shape))
+    if key in steps:
+        return steps[key]
+    image_spec = tf.TensorSpec([None, *image_shape], tf.float32)
 
     # A fixed signature with an open batch size: one trace per model, also for the last,
     # smaller batch.
@@ -234,9 +233,25 @@ def evaluate(model, images, labels, attack_name, settings, progress=True, indice
         return tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
 
     attack = table.ATTACKS[attack_name].builder()(model, settings, image_spec)
+    steps[key] = (clean_step, predict, attack)
+    return steps[key]
+
+
+def evaluate(model, images, labels, attack_name, settings, progress=True, indices=None, resume=None,
+             traced=None):
+    """Evaluates `model` on float32 images [N, H, W, C] in [0, 1] and labels [N] under one attack.
+
+    `indices` (sorted) restricts it to those images; the result keeps them. `resume`, a
+    `Progress`, keeps the evaluation in progress in a file and carries on from it. `traced`,
+    a dict the caller keeps, holds the traced steps for the next evaluation of `model`.
+    """
+    if indices is not None:
+        images, labels = images[indices], np.asarray(labels)[indices]
+    clean_step, predict, attack = _steps(model, attack_name, settings, images.shape[1:], traced)
     labels = np.asarray(labels, np.int32)
     result = Evaluation(attack_name, np.zeros(len(labels), bool),
                         {e: np.zeros(len(labels), bool) for e in settings.epsilons})
+
     if indices is not None:
         result.indices = np.asarray(indices, np.int64)
     # Per batch start: {"zero": images with an all-zero gradient, "deterministic": bool}.

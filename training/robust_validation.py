@@ -54,12 +54,13 @@ def describe_choice(out, use="best"):
     return "last epoch"
 
 
-def measure(classifier, images, labels, attack, epsilon, settings):
+def measure(classifier, images, labels, attack, epsilon, settings, traced=None):
     """(clean accuracy, accuracy under `attack` at `epsilon`) of `classifier` on float32
     images in [0, 1]; `epsilon` in [0, 1] pixel units, `settings` an AttackSettings (its
-    epsilons are replaced by this one)."""
+    epsilons are replaced by this one); `traced` as `attacks.evaluate.evaluate` takes it."""
     settings = dataclasses.replace(settings, epsilons=(float(epsilon),))
-    evaluation = evaluate(classifier, images, np.asarray(labels), attack, settings, progress=False)
+    evaluation = evaluate(classifier, images, np.asarray(labels), attack, settings, progress=False,
+                          traced=traced)
     return evaluation.accuracy(), evaluation.accuracy(settings.epsilons[0])
 
 
@@ -102,6 +103,7 @@ class RobustValidation(keras.callbacks.Callback):
         self.collapse = None
         self.per_epoch = []
         self._copy = None
+        self._traced = {}  # The attack's steps, traced once for the copy.
         if out is not None:
             saved = _read_json(os.path.join(out, BEST_RECORD))
             if saved and os.path.exists(os.path.join(out, BEST_MODEL)):
@@ -123,7 +125,7 @@ class RobustValidation(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         classifier = self._classifier()
         clean, robust = measure(classifier, self.images, self.labels, self.attack, self.epsilon,
-                                self.settings)
+                                self.settings, self._traced)
         logs["val_robust_accuracy"] = robust
         logs["val_clean_accuracy"] = clean
         self.per_epoch = [e for e in self.per_epoch if e["epoch"] < epoch + 1]
