@@ -10,7 +10,7 @@ set's per-channel mean and standard deviation, so the encoder takes float32 imag
 import keras
 import numpy as np
 
-from models.sync_batchnorm import SyncBatchNormalization
+from models.fused_batchnorm import FusedBatchNormalization
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 
@@ -25,8 +25,9 @@ def _conv_bn(x, filters, kernel, stride, name, relu=True, synchronized=False):
                             kernel_initializer="he_normal", name=name + "_conv")(x)
     # PyTorch's defaults (momentum 0.1 there, 0.9 here; eps 1e-5), which SupCon trained with.
     # synchronized: under tf.distribute, statistics of the global batch (all replicas).
-    batchnorm = SyncBatchNormalization if synchronized else keras.layers.BatchNormalization
-    x = batchnorm(momentum=0.9, epsilon=1e-5, name=name + "_bn")(x)
+    x = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=synchronized,
+                                name=name + "_bn")(x)
+    # The ReLU is the BatchNorm's only reader, which lets TensorFlow fuse the two into one op.
     return keras.layers.ReLU(name=name + "_relu")(x) if relu else x
 
 
@@ -50,7 +51,7 @@ def resnet18(image_shape, mean, std, width=1.0, name="encoder", sync_batchnorm=F
         mean, std: per-channel statistics of the training images, in [0, 1] units.
         width: multiplier of every stage's channels.
         sync_batchnorm: BatchNormalization over the global batch under tf.distribute
-            (`models.sync_batchnorm`); without it each replica normalises by its own
+            (`models.fused_batchnorm`); without it each replica normalises by its own
             share and keeps moving statistics that drift apart from the others'.
     """
     images = keras.Input(image_shape, name="images")

@@ -1,4 +1,4 @@
-"""BatchNormalization over the global batch under tf.distribute, computed in two passes.
+"""Mean and variance of the global batch under tf.distribute, computed in two passes.
 
 Keras's `BatchNormalization(synchronized=True)` sums x and x^2 over the replicas and takes
 E[x^2] - E[x]^2. In float32 that difference loses the variance of a channel whose mean is
@@ -10,42 +10,26 @@ two all-reduces per layer where Keras makes three, and agreement with one device
 float32 rounding. The gradient flows through both all-reduces (their gradient is an
 all-reduce), so every replica gets the gradient of the global batch's statistics.
 
-On one replica, or outside a strategy, it computes what Keras's BatchNormalization does
-(`tf.nn.moments`), so a model built with it trains on one device exactly as before and
-its checkpoints (`backup/`, whose layout follows the layers' classes) resume under any
-replica count. The models the stages save hold Keras's own layer
-(`models.precision.float32_copy`): synchronisation only matters while training.
+`models.fused_batchnorm.FusedBatchNormalization(synchronized=True)` calls this in training
+under several replicas; on one replica it runs TensorFlow's fused kernel instead.
 """
 
-import keras
 import tensorflow as tf
 
 
-@keras.saving.register_keras_serializable(package="supcon")
-class SyncBatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization(synchronized=True)` with two-pass statistics."""
+def global_moments(inputs, axes, context):
+    """(mean, variance) over `axes` of the batch of every replica of `context`, a replica context.
 
-    def __init__(self, **kwargs):
-        kwargs["synchronized"] = True
-        super().__init__(**kwargs)
-
-    def _moments(self, inputs, mask):
-        context = tf.distribute.get_replica_context()
-        if mask is not None or context is None or context.num_replicas_in_sync == 1:
-            return keras.ops.moments(inputs, axes=self._reduction_axes)
-        axes = self._reduction_axes
-        local_count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), inputs.dtype)
-        local_sum = tf.reduce_sum(inputs, axis=axes, keepdims=True)
-        # One all-reduce of [sums..., count].
-        packed = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(
-            [tf.reshape(local_sum, [-1]), tf.reshape(local_count, [1])], axis=0))
-        count = packed[-1]
-        mean = tf.reshape(packed[:-1], tf.shape(local_sum)) / count
-        squared = tf.reduce_sum(tf.square(inputs - mean), axis=axes, keepdims=True)
-        variance = context.all_reduce(tf.distribute.ReduceOp.SUM, squared) / count
-        return tf.squeeze(mean, axes), tf.squeeze(variance, axes)
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("synchronized", None)
-        return config
+    The variance is the biased one (divided by the count), as `tf.nn.moments` gives it;
+    both have the shape of `inputs` without `axes`.
+    """
+    local_count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), inputs.dtype)
+    local_sum = tf.reduce_sum(inputs, axis=axes, keepdims=True)
+    # One all-reduce of [sums..., count].
+    packed = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(
+        [tf.reshape(local_sum, [-1]), tf.reshape(local_count, [1])], axis=0))
+    count = packed[-1]
+    mean = tf.reshape(packed[:-1], tf.shape(local_sum)) / count
+    squared = tf.reduce_sum(tf.square(inputs - mean), axis=axes, keepdims=True)
+    variance = context.all_reduce(tf.distribute.ReduceOp.SUM, squared) / count
+    return tf.squeeze(mean, axes), tf.squeeze(variance, axes)

@@ -13,7 +13,8 @@ runs as its own process and writes what it measured as JSON; the test judges it.
   replicas and on one device, from the same weights on the same global batches: the
   largest weight difference, the largest difference between the two replicas'
   BatchNorm moving statistics, and the 2-replica weights saved as BackupAndRestore saves
-  them and restored into a one-device model.
+  them and restored into a one-device model. Both runs compute BatchNorm with Keras's
+  arithmetic (`keras_arithmetic`), as several replicas must.
 - `adversarial_training`: with N-FGSM adversarial training, the images two replicas craft
   against those of one device on the concatenated batch (same weights), and the weights
   after three steps.
@@ -37,6 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import demo  # noqa: E402
+from models.fused_batchnorm import FusedBatchNormalization  # noqa: E402
 from models.margin_loss import MarginContrastiveLoss  # noqa: E402
 from models.supcon_loss import SupConLoss  # noqa: E402
 from pipeline.split import Split  # noqa: E402
@@ -96,6 +98,17 @@ def tiny_split(count=64, seed=0):
                  (np.arange(count) % 4).astype(np.int64))
 
 
+def keras_arithmetic(model):
+    """Puts every BatchNorm of `model` on Keras's path, the one training takes under several
+    replicas. On one device the fused kernel rounds differently, and a ReLU input that the
+    rounding moves across zero changes the gradients by far more than rounding (one such
+    value moved them by 0.4% here; models/fused_batchnorm.py); tests/fused_batchnorm_test.py
+    compares the two paths layer by layer."""
+    for layer in model.encoder.layers:
+        if isinstance(layer, FusedBatchNormalization):
+            layer.fused = False
+
+
 def train_pretrain(strategy, config, initial_weights, workdir):
     """Weights and model after config.train.epochs x steps_per_epoch steps under `strategy`."""
     spec = specs.PRETRAIN
@@ -105,6 +118,7 @@ def train_pretrain(strategy, config, initial_weights, workdir):
         inputs = builders.build_distributed_inputs(strategy, config, spec, split)
         model = builders.compile_model(builders.build_model(config, spec, info), config, spec,
                                        inputs.steps_per_epoch)
+        keras_arithmetic(model)
         if initial_weights is not None:
             model.set_weights(initial_weights)
         start = [w.copy() for w in model.get_weights()]

@@ -17,6 +17,7 @@ from common.errors import Diverged
 from common.errors import UserError
 from configs import demo
 from models import precision
+from models import resnet
 from stages import train
 from training import fit as fit_lib
 from training import specs
@@ -100,6 +101,19 @@ def test_divergence_stops_at_the_first_nan_keeps_the_checkpoint_and_resumes(tmp_
     assert np.isfinite(summary["final"]["loss"])
     assert os.path.exists(os.path.join(out, "model.keras"))
     assert os.path.exists(os.path.join(out, "diverged-before-resume.json"))
+
+
+def test_a_checkpoint_with_other_layer_classes_is_one_clear_error(tmp_path, monkeypatch):
+    # A run checkpointed before BatchNorm became models.fused_batchnorm's layer.
+    workdir, backup = str(tmp_path), os.path.join(str(tmp_path), "baseline", "backup")
+    with monkeypatch.context() as patched:
+        patched.setattr(resnet, "FusedBatchNormalization",
+                        lambda synchronized, **kwargs: keras.layers.BatchNormalization(**kwargs))
+        with pytest.raises(Diverged):
+            train.train(smoke_config(epochs=3), workdir, "baseline",
+                        callbacks=[PoisonWeights(epoch=1, step=1)], verbose=0)
+    with pytest.raises(UserError, match=f"{backup} was written by a version .* other layers"):
+        train.train(smoke_config(epochs=3), workdir, "baseline", verbose=0)
 
 
 def test_divergence_before_any_checkpoint_says_so(tmp_path):

@@ -26,6 +26,7 @@ import keras
 
 from common import atomic_files
 from common.errors import Diverged
+from common.errors import UserError
 from common.errors import WorkerLost
 from training import distribute
 from training import distributed_loop
@@ -138,6 +139,16 @@ def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.le
         except WorkerLost as error:
             raise WorkerLost(f"{stage}: {error}; rerun every worker with the same command to "
                              f"resume from the last finished epoch's checkpoint in {backup}.") from None
+        except ValueError as error:
+            # Keras finds a checkpoint's layers by their classes' names, so one written by a
+            # version with other layer classes (before models.fused_batchnorm, Keras's
+            # BatchNormalization) does not restore; Keras says which objects it could not load.
+            if "could not be loaded" not in str(error) or not os.path.isdir(backup):
+                raise
+            raise UserError(f"{stage}: the checkpoint in {backup} was written by a version of "
+                            "the project with other layers and cannot be restored; finish that "
+                            f"run with the version that started it, or delete {backup} to train "
+                            "the stage from the start.") from None
     if distribute.worker(strategy):
         # Every worker prints it: equal digests show the workers ended in step.
         print(f"{stage}: {distribute.describe(strategy)} ends with weights sha256 "
