@@ -7,7 +7,6 @@ refused with one message naming the file, it is never changed, and nothing in it
 
 import gzip
 import hashlib
-import io
 import os
 import pickle
 import shlex
@@ -203,47 +202,13 @@ def test_label_outside_the_classes_is_a_user_error(tmp_path, dataset, fmt, membe
     assert "label 200 of example 1 is outside" in message
 
 
-def hostile_array_pickle(start_shape=(0,), shape=(2, 3072), dtype=b"u1", raw=b"\0" * 10):
-    """A CIFAR batch pickle whose `data` array claims a size its bytes do not back.
-
-    Written opcode by opcode as the official files are (`archive_fixtures`), with the
-    numbers a hostile file would put in the array's header: numpy's `_reconstruct` then
-    allocates `start_shape` at once (an honest pickle says (0,)), and the state `shape`
-    claims what the raw bytes must fill.
-    """
-    buffer = io.BytesIO()
-    pickler = archive_fixtures._Python2Pickler(buffer, protocol=2)
-    write = pickler.write
-    write(pickle.PROTO + bytes([2]) + pickle.MARK)
-    pickler.save(b"labels")
-    pickler.save([0, 1])
-    pickler.save(b"data")
-    write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n" + pickle.GLOBAL + b"numpy\nndarray\n")
-    pickler.save(start_shape)
-    pickler.save(b"b")
-    write(pickle.TUPLE3 + pickle.REDUCE + pickle.MARK)
-    pickler.save(1)
-    pickler.save(shape)
-    write(pickle.GLOBAL + b"numpy\ndtype\n")
-    pickler.save(dtype)
-    pickler.save(0)
-    pickler.save(1)
-    write(pickle.TUPLE3 + pickle.REDUCE)
-    pickler.save((3, b"|", None, None, None, -1, -1, 0))
-    write(pickle.BUILD)
-    pickler.save(False)
-    pickler.save(raw)
-    write(pickle.TUPLE + pickle.BUILD + pickle.DICT + pickle.STOP)
-    return buffer.getvalue()
-
-
 TIB = 1 << 40
 HOSTILE_PICKLES = {
     # numpy's _reconstruct would allocate the start shape: "Unable to allocate 10.0 TiB".
-    "start_shape_of_10_tib": (hostile_array_pickle(start_shape=(10 * TIB,)), "starts as"),
-    "state_of_10_tib_over_10_bytes": (hostile_array_pickle(shape=(10 * TIB,)), "claims"),
+    "start_shape_of_10_tib": (archive_fixtures.hostile_array_pickle(start_shape=(10 * TIB,)), "starts as"),
+    "state_of_10_tib_over_10_bytes": (archive_fixtures.hostile_array_pickle(shape=(10 * TIB,)), "claims"),
     # An object array is allocated at its claimed shape before its list is read.
-    "object_array_of_10_tib": (hostile_array_pickle(shape=(10 * TIB,), dtype=b"O", raw=[1, 2]),
+    "object_array_of_10_tib": (archive_fixtures.hostile_array_pickle(shape=(10 * TIB,), dtype=b"O", raw=[1, 2]),
                                "not numbers"),
     # The C unpickler allocates a BINBYTES8's stated length before reading it.
     "bytes_of_10_tib": (pickle.PROTO + b"\x04" + pickle.BINBYTES8 + struct.pack("<Q", 10 * TIB) + b"abc",
@@ -271,7 +236,7 @@ def test_an_absurd_array_header_is_refused_before_its_memory_is_asked_for(tmp_pa
     # (numpy's _reconstruct, an unchecked state) allocated it before checking it.
     path = archive_fixtures.write_cifar_archive(
         str(tmp_path), "cifar10", "python",
-        replace={"cifar-10-batches-py/data_batch_1": hostile_array_pickle(start_shape=(2 << 30,))})
+        replace={"cifar-10-batches-py/data_batch_1": archive_fixtures.hostile_array_pickle(start_shape=(2 << 30,))})
     program = (
         "import resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
