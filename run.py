@@ -35,6 +35,8 @@ _STAGE = flags.DEFINE_enum("stage", "data", STAGES,
 
 
 def _fail(message, status=errors.USER_ERROR_STATUS):
+    # One line whatever the message holds (a library's error text can span several).
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
 
@@ -133,6 +135,9 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     try:
         config = resolved_config()
+        from common import stage_lock
+
+        stage_lock.check_workdir(_WORKDIR.value)
         run_stage(_STAGE.value, config, _WORKDIR.value)
     except errors.UserError as error:
         if _VERBOSE.value:

@@ -39,6 +39,33 @@ STAGES = {
 }
 
 
+def takes_lock(stage, config):
+    """Whether this process holds the stage's lock: any run outside a distributed role, the
+    chief of a multi_worker run and the chief of a tune search; not their other workers,
+    which share the chief's workdir by design (and would be refused by its lock)."""
+    if stage == "tune":
+        from tuning import tuner
+        return tuner.role() != "worker"
+    return distribute.chief_process(config.train)
+
+
+def run_locked(stage, config, workdir):
+    """Runs one stage holding the lock of WORKDIR/STAGE/ where `takes_lock` says so.
+
+    A command launched twice on one workdir is then refused with one line naming the
+    process that has the stage (`common.stage_lock`), instead of mixing two runs.
+    """
+    import contextlib
+    import os
+
+    from common import stage_lock
+
+    held = (stage_lock.hold(os.path.join(workdir, stage), stage) if takes_lock(stage, config)
+            else contextlib.nullcontext())
+    with held:
+        return STAGES[stage](config, workdir)
+
+
 def run(stage, config, workdir):
     """Runs one stage, or every stage in ORDER for 'all'."""
     if stage == "all":
@@ -47,6 +74,6 @@ def run(stage, config, workdir):
                 print(f"== stage {name}: left to the chief worker", flush=True)
                 continue
             print(f"== stage {name}", flush=True)
-            STAGES[name](config, workdir)
+            run_locked(name, config, workdir)
         return None
-    return STAGES[stage](config, workdir)
+    return run_locked(stage, config, workdir)
