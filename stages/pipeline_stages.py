@@ -9,6 +9,8 @@ ORDER = ("baseline", "pretrain", "finetune", "attack", "export")
 
 def _attack(config, workdir):
     from stages import attack
+    if config.external.models:  # Classifiers trained elsewhere (run.py's --model).
+        return attack.run_external(config, workdir)
     return attack.run(config, workdir)
 
 

@@ -168,6 +168,17 @@ def text_named_tar_gz(tmp):
                     [f"{path}: corrupt or truncated tar (not a tar archive", "make it again"])
 
 
+def model_of_another_size(tmp):
+    # A classifier of 28x28 grey images evaluated on the 32x32 RGB sample.
+    import keras
+
+    path = os.path.join(tmp, "mnist_cnn.keras")
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(path)
+    return BadInput(["--stage=attack", f"--model={path}", "--config=configs/demo.py:smoke"], tmp,
+                    [f"--model={path}: takes 28x28x1 images but the data are 32x32x3",
+                     "--config.data.image_size=32", "--config.data.channels=3"])
+
+
 def flag_mistake(flags, *fragments):
     """A mistake in the flags or config alone: no file to leave unchanged."""
     def make(tmp):
@@ -204,9 +215,10 @@ BAD_INPUTS = {function.__name__: function for function in (
     unknown_dataset, missing_directory, empty_directory, truncated_archive, checksum_mismatch,
     unreadable_image, empty_class_folder, label_out_of_range, folder_without_data_dir)}
 BAD_INPUTS.update(CONFIG_MISTAKES)
-# The workdir, and hostile or mistaken files.
+# The workdir, hostile or mistaken files, and a model trained elsewhere that does not fit.
 BAD_INPUTS.update({function.__name__: function for function in (
-    workdir_is_a_file, read_only_workdir, absurd_pickle_header, text_named_tar_gz)})
+    workdir_is_a_file, read_only_workdir, absurd_pickle_header, text_named_tar_gz,
+    model_of_another_size)})
 # The mistakes in a flag alone, with no file to leave unchanged.
 FLAG_MISTAKES = ("unknown_dataset", "folder_without_data_dir", *CONFIG_MISTAKES)
 # Run with oneDNN on (run.py's default); the others with TF_ENABLE_ONEDNN_OPTS=0.
