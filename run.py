@@ -163,7 +163,7 @@ def run_stage(stage, config, workdir):
     startup.import_tensorflow()
     from stages import pipeline_stages
 
-    return pipeline_stages.run(stage, config, workdir)
+    return pipeline_stages.run_locked(stage, config, workdir)
 
 
 def main(argv):

@@ -11,7 +11,8 @@ meaning, and is never deleted (deleting a lock file races with the next locker).
 
 Processes that share a workdir by design (the workers of `--strategy=multi_worker`
 beside their chief, the workers of a distributed tune search beside theirs) do not take
-the lock: the caller decides who does (`stages.pipeline_stages`).
+the lock: the caller decides who does, and `--stage all` holds every stage's lock at
+once (`stages.pipeline_stages.run_locked`).
 
 `check_workdir(path)` says in one line when `--workdir` cannot be written at all (it is a
 file, or a folder this process may not write), before anything else runs.
@@ -85,9 +86,9 @@ def hold(folder, stage):
                 yield
                 return
             raise UserError(
-                f"{folder} is in use by {_holder(handle)}: that run of stage {stage} has this "
-                "workdir; wait for it to end or stop it (two runs at once would mix their "
-                "results), or give this one another --workdir.") from None
+                f"{folder} is in use by {_holder(handle)}; wait for it to end or stop it (two "
+                f"runs of stage {stage} at once would mix their results), or give this one "
+                "another --workdir.") from None
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),

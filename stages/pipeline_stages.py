@@ -52,7 +52,8 @@ def takes_lock(stage, config):
 
 
 def run_locked(stage, config, workdir):
-    """Runs one stage holding the lock of WORKDIR/STAGE/ where `takes_lock` says so.
+    """`run`, holding the lock of WORKDIR/STAGE/ (for 'all', of every stage in ORDER) where
+    `takes_lock` says so: what `run.py` calls.
 
     A command launched twice on one workdir is then refused with one line naming the
     process that has the stage (`common.stage_lock`), instead of mixing two runs.
@@ -62,10 +63,11 @@ def run_locked(stage, config, workdir):
 
     from common import stage_lock
 
-    held = (stage_lock.hold(os.path.join(workdir, stage), stage) if takes_lock(stage, config)
-            else contextlib.nullcontext())
-    with held:
-        return STAGES[stage](config, workdir)
+    with contextlib.ExitStack() as held:
+        if takes_lock(stage, config):
+            for name in ORDER if stage == "all" else (stage,):
+                held.enter_context(stage_lock.hold(os.path.join(workdir, name), name))
+        return run(stage, config, workdir)
 
 
 def run(stage, config, workdir):
@@ -76,6 +78,6 @@ def run(stage, config, workdir):
                 print(f"== stage {name}: left to the chief worker", flush=True)
                 continue
             print(f"== stage {name}", flush=True)
-            run_locked(name, config, workdir)
+            STAGES[name](config, workdir)
         return None
-    return run_locked(stage, config, workdir)
+    return STAGES[stage](config, workdir)
