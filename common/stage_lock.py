@@ -52,7 +52,7 @@ def check_workdir(path):
 
 
 def _holder(handle):
-    """What the holder wrote about itself, as a phrase; '' when it has not written it yet."""
+    """What the holder wrote about itself, as a phrase ("another process" before it has)."""
     try:
         handle.seek(0)
         record = json.loads(handle.read() or "{}")
@@ -77,24 +77,26 @@ def hold(folder, stage):
         raise UserError(f"{folder}: cannot write there ({error.strerror or error}); give a "
                         "--workdir you can write to.") from None
     with os.fdopen(descriptor, "r+") as handle:
+        locked = True
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
-            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                print(f"note: {folder} cannot be locked here ({error.strerror}); make sure no "
-                      "other run uses this workdir.", flush=True)
-                yield
-                return
-            raise UserError(
-                f"{folder} is in use by {_holder(handle)}; wait for it to end or stop it (two "
-                f"runs of stage {stage} at once would mix their results), or give this one "
-                "another --workdir.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "command": " ".join(sys.argv), "started": time.time()}))
-        handle.flush()
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UserError(
+                    f"{folder} is in use by {_holder(handle)}; wait for it to end or stop it "
+                    f"(two runs of stage {stage} at once would mix their results), or give this "
+                    "one another --workdir.") from None
+            print(f"note: {folder} cannot be locked here ({error.strerror}); make sure no other "
+                  "run uses this workdir.", flush=True)
+            locked = False
+        if locked:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "command": " ".join(sys.argv), "started": time.time()}))
+            handle.flush()
         try:
             yield
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
