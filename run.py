@@ -7,6 +7,9 @@ and calls it. Exit status: 0 done, 2 a mistake the user can fix (one line on std
 and the checkpoint that was kept), 4 under --strategy=multi_worker another worker stopped
 answering (one line; rerun every worker to resume), 1 a bug (with its traceback).
 
+`--stage attack --model PATH` evaluates a classifier trained elsewhere (the --model* flags
+set config.external; README, "Evaluating your own model").
+
 Flags and the config are checked before TensorFlow is imported, so a mistake there is
 reported at once.
 """
@@ -35,6 +38,8 @@ _STAGE = flags.DEFINE_enum("stage", "data", STAGES,
 
 
 def _fail(message, status=errors.USER_ERROR_STATUS):
+    # One line whatever the message holds (a library's error text can span several).
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
 
@@ -78,6 +83,29 @@ _STRATEGY = flags.DEFINE_enum(
 _SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks of user errors too.")
 
+# Stage attack on classifiers this project did not train (README, "Evaluating your own
+# model"); each overrides its config.external field.
+_MODEL = flags.DEFINE_multi_string(
+    "model", None, "With --stage attack: a classifier trained elsewhere, a .keras file or a "
+    "SavedModel folder, images -> logits; repeat for several. Overrides config.external.models.")
+_MODEL_NAME = flags.DEFINE_multi_string(
+    "model_name", None, "Its name in the tables, one per --model (default: its file name).")
+_MODEL_INPUTS = flags.DEFINE_enum(
+    "model_inputs", None, list(schema.MODEL_INPUTS),
+    "What --model takes: float01 (float32 in [0, 1], the default), float255 (float32 in "
+    "[0, 255]) or uint8 (pixels 0..255).")
+_MODEL_OUTPUTS = flags.DEFINE_enum(
+    "model_outputs", None, list(schema.MODEL_OUTPUTS),
+    "What --model returns: logits (assumed) or probabilities (a softmax at its end).")
+_MODEL_IMAGE_SIZE = flags.DEFINE_integer(
+    "model_image_size", None, "The image size --model takes, checked against the data and the "
+    "model (default: read from the model).")
+_MODEL_CHANNELS = flags.DEFINE_integer(
+    "model_channels", None, "The channels --model takes (1 or 3; default: read from the model).")
+_MODEL_SIGNATURE = flags.DEFINE_string(
+    "model_signature", None, "The signature of a SavedModel --model to call (default "
+    "serving_default).")
+
 
 def parse_flags(argv):
     """absl's flag parsing, with every mistake shown as one line and exit status 2."""
@@ -110,8 +138,23 @@ def resolved_config():
             config.train.strategy = _STRATEGY.value
         if _SEED.value is not None:
             config.seed = _SEED.value
+        _apply_model_flags(config)
         schema.split_text_lists(config)
     return schema.validate(config)
+
+
+def _apply_model_flags(config):
+    """The --model* flags into config.external."""
+    external = config.external
+    if _MODEL.value:
+        external.models = tuple(_MODEL.value)
+    if _MODEL_NAME.value:
+        external.names = tuple(_MODEL_NAME.value)
+    for flag, field in ((_MODEL_INPUTS, "inputs"), (_MODEL_OUTPUTS, "outputs"),
+                        (_MODEL_IMAGE_SIZE, "image_size"), (_MODEL_CHANNELS, "channels"),
+                        (_MODEL_SIGNATURE, "signature")):
+        if flag.value is not None:
+            external[field] = flag.value
 
 
 def run_stage(stage, config, workdir):
@@ -120,7 +163,7 @@ def run_stage(stage, config, workdir):
     startup.import_tensorflow()
     from stages import pipeline_stages
 
-    return pipeline_stages.run(stage, config, workdir)
+    return pipeline_stages.run_locked(stage, config, workdir)
 
 
 def main(argv):
@@ -133,6 +176,12 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     try:
         config = resolved_config()
+        if config.external.models and _STAGE.value not in ("attack", "data"):
+            raise errors.UserError(f"--model (config.external.models) is evaluated by --stage attack, "
+                                   f"not --stage {_STAGE.value}.")
+        from common import stage_lock
+
+        stage_lock.check_workdir(_WORKDIR.value)
         run_stage(_STAGE.value, config, _WORKDIR.value)
     except errors.UserError as error:
         if _VERBOSE.value:

@@ -160,6 +160,18 @@ def base_config():
         trials_per_process=1,  # A fresh process every this many trials (memory); 0: one for all.
         overwrite=False,  # True: start the search afresh (deletes WORKDIR/tune/search and trials).
     ))
+
+    # Stage attack on classifiers this project did not train (run.py's --model* flags set
+    # these; README, "Evaluating your own model"). Empty `models`: the project's own.
+    config.external = ml_collections.ConfigDict(dict(
+        models=(),  # .keras files or SavedModel folders, each images -> logits (or probabilities).
+        names=(),  # Their names in the tables, one per model; empty: their file names.
+        inputs="float01",  # float01: float32 in [0, 1]; float255: float32 in [0, 255]; uint8.
+        outputs="logits",  # logits, or probabilities (turned into log-probabilities).
+        image_size=0,  # The size the models take; 0: read from the model. Checked against the data.
+        channels=0,  # 1 or 3; 0: read from the model. Checked against the data.
+        signature="serving_default",  # The SavedModel signature called.
+    ))
     return config
 
 

@@ -132,6 +132,9 @@ TRAINING_STAGES = ("baseline", "pretrain", "finetune")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 MARGIN_FORMS = ("pairwise", "additive")
+# What a classifier trained elsewhere takes and returns (config.external, run.py's --model*).
+MODEL_INPUTS = ("float01", "float255", "uint8")
+MODEL_OUTPUTS = ("logits", "probabilities")
 # The margin's meaning depends on its form: a Euclidean distance between unit vectors
 # (pairwise) or a cosine-similarity margin (additive).
 MARGIN_RANGES = {"pairwise": Number(float, 0.0, 2.0), "additive": Number(float, 0.0, 1.0)}
@@ -243,6 +246,14 @@ FIELDS = {
     "tune.jit_compile": Choice(("auto", True, False)),
     "tune.trials_per_process": _COUNT,
     "tune.overwrite": Flag(),
+
+    "external.models": Items(Text()),
+    "external.names": Items(Text(), unique=True),
+    "external.inputs": Choice(MODEL_INPUTS),
+    "external.outputs": Choice(MODEL_OUTPUTS),
+    "external.image_size": Number(int, 0, 1024),
+    "external.channels": Choice((0, 1, 3)),
+    "external.signature": Text(),
 }
 
 
@@ -279,6 +290,18 @@ def split_text_lists(config, fields=None):
     return config
 
 
+def _check_external(config):
+    """config.external: as many names as models, each usable as a folder name."""
+    external = config.external
+    if external.names and len(external.names) != len(external.models):
+        _fail("external.names", external.names,
+              f"must name each of the {len(external.models)} model(s) (--model_name once per --model)")
+    for name in external.names:
+        if not name or name.startswith(".") or any(not (c.isalnum() or c in "_.-") for c in name):
+            _fail("external.names", external.names,
+                  f"item {name!r} must be letters, digits, '_', '.' or '-' (it names a folder)")
+
+
 def validate(config, fields=None):
     """Raises UserError naming the first field of `config` that is not allowed.
 
@@ -305,6 +328,8 @@ def validate(config, fields=None):
         raise UserError(f"--config.{missing[0]}: missing from the config file; configs/base.py "
                         "holds every field with its default.")
     _check_relations(config)
+    if "external" in config:
+        _check_external(config)
     return config
 
 

@@ -7,7 +7,10 @@ as it is: nothing here deletes, moves or rewrites a user's file (which is why
 `keras.utils.get_file`, which deletes a file whose hash mismatches, is not used).
 
 The pickles are read with an unpickler that admits only the numpy array types the
-CIFAR files contain, because a plain `pickle.load` runs whatever code a file names.
+CIFAR files contain, because a plain `pickle.load` runs whatever code a file names; and
+an array's size is checked against the bytes the pickle really holds before any memory
+is given to it, as is a tar member's size against what a CIFAR file can hold, so that a
+file claiming terabytes is refused in one line instead of exhausting memory.
 """
 
 import dataclasses
@@ -15,12 +18,14 @@ import hashlib
 import io
 import os
 import pickle
+import struct
 import tarfile
 import zlib
 
 import numpy as np
 
 from common.errors import UserError
+from pipeline import tar_members
 from pipeline.split import Split
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -28,6 +33,8 @@ IMAGE_SHAPE = (32, 32, 3)
 # the arrays, labels or class names read from an archive, so that older entries are not reused.
 READER_VERSION = 1
 _PIXELS = 32 * 32 * 3
+# The largest member of an official archive is CIFAR-100's training pickle (about 155 MB).
+_MEMBER_LIMIT = 256 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +103,7 @@ def load(path, archive, label_type="fine", verify=True):
             # Every member in one pass, in the archive's order: extracting them by name from a
             # .tar.gz seeks back and decompresses it from the start again for each member
             # (7-8 s instead of 3 s for a full-size CIFAR archive).
-            contents = {member.name: tar.extractfile(member).read()
+            contents = {member.name: tar_members.read(tar, member, _MEMBER_LIMIT)
                         for member in tar if member.isfile()}
 
         def read(name):
@@ -107,8 +114,11 @@ def load(path, archive, label_type="fine", verify=True):
 
         reader = _read_binary if archive.fmt == "binary" else _read_python
         return reader(read, path, archive.dataset, label_type)
+    except tar_members.TooLarge as error:
+        raise UserError(f"{path}: {error}; this is not the official archive.") from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-        raise UserError(f"{path}: corrupt or truncated archive ({error}); download it again.") from None
+        raise UserError(f"{path}: corrupt or truncated archive ({tar_members.open_error(error)}); "
+                        "download it again.") from None
 
 
 def _read_binary(read, path, dataset, label_type):
@@ -187,8 +197,14 @@ def _strings(values):
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """Admits only the globals a pickled numpy array needs; refuses everything else."""
+class _CifarUnpickler(pickle._Unpickler):
+    """Admits only the globals a pickled numpy array needs; refuses everything else.
+
+    Python's own implementation of the unpickler, not the C one: for a string or bytes
+    opcode the C unpickler allocates the length the pickle states before reading (up to
+    2**64 bytes with BINBYTES8), where this one reads what is there (a CIFAR pickle holds
+    a few hundred thousand opcodes: under a second).
+    """
 
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
@@ -205,20 +221,66 @@ class _CifarUnpickler(pickle.Unpickler):
         return getattr(np, name)
 
 
-def _reconstruct(*args):
-    # numpy moved `_reconstruct` from numpy.core to numpy._core in 2.0; both names map here.
-    try:
-        from numpy._core.multiarray import _reconstruct as reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct as reconstruct
-    return reconstruct(*args)
+def _reconstruct(cls, shape, typecode):
+    """Stands in for numpy's `_reconstruct(ndarray, shape, typecode)`, which allocates `shape`.
+
+    numpy pickles an array as an empty one (shape (0,)) that its state then fills; a pickle
+    that asks for any other shape would make numpy allocate it before anything is checked
+    (10 TiB for a hostile header), so only an empty start is accepted, and the array is
+    built from its state by `_PickledArray`, which checks the size first.
+    """
+    if cls is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError(f"an array starts as {tuple(shape)}, not the empty array "
+                                     "numpy writes")
+    return _PickledArray()
+
+
+class _PickledArray:
+    """An ndarray being unpickled: its state checked, then the array made (`array`).
+
+    The state is numpy's (version, shape, dtype, fortran_order, raw bytes), or the older
+    one without the version. Only numbers are admitted (an object array would be built
+    from a list after numpy allocated its claimed shape), and the shape must account for
+    exactly the raw bytes that the pickle holds.
+    """
+
+    array = None
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("an array's state is not numpy's")
+        shape, dtype, fortran, raw = state[-4:]
+        if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(raw, bytes):
+            raise pickle.UnpicklingError(f"an array holds {dtype!r} values, not numbers")
+        if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise pickle.UnpicklingError(f"an array's shape is {shape!r}")
+        claimed = dtype.itemsize
+        for dimension in shape:
+            claimed *= dimension
+        if claimed != len(raw):
+            raise pickle.UnpicklingError(f"an array claims {claimed:,} bytes but holds {len(raw):,}")
+        self.array = np.frombuffer(raw, dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _arrays(value):
+    """`value` with every _PickledArray replaced by its array."""
+    if isinstance(value, _PickledArray):
+        if value.array is None:
+            raise pickle.UnpicklingError("an array without its state")
+        return value.array
+    if isinstance(value, dict):
+        return {key: _arrays(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_arrays(item) for item in value)
+    return value
 
 
 def _unpickle(data, path):
     try:
-        return _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+        return _arrays(_CifarUnpickler(io.BytesIO(data), encoding="bytes").load())
     except pickle.UnpicklingError as error:
         raise UserError(f"{path}: a pickle in it is not plain CIFAR data ({error}); "
                         "this is not the official archive.") from None
-    except (EOFError, ValueError, TypeError) as error:
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, struct.error,
+            RecursionError) as error:
         raise UserError(f"{path}: a pickle in it is damaged ({error!r}); download it again.") from None

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import UserError
+from pipeline import tar_members
 from pipeline.split import Split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -98,12 +99,13 @@ def _files_in_tar(path):
                 if member.isdir() and parts:
                     files.setdefault((parts[:-1], parts[-1]), [])
                 if member.isfile() and len(parts) >= 3 and parts[-1].lower().endswith(IMAGE_EXTENSIONS):
-                    data = tar.extractfile(member).read()
+                    data = tar_members.read(tar, member)  # in blocks: its header may lie
                     files.setdefault((parts[:-2], parts[-2]), []).append(
                         (f"{path}:{member.name}", lambda data=data: data))
             return files
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-        raise UserError(f"{path}: corrupt or truncated tar ({error}); make it again.") from None
+        raise UserError(f"{path}: corrupt or truncated tar ({tar_members.open_error(error)}); make "
+                        "it again.") from None
 
 
 def _find_root(files, path):

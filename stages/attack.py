@@ -12,7 +12,13 @@ numbers (the attacks are seeded per batch and epsilon).
 Then it writes `results.json` ({"rows": [...], "checks": {...}, ...}; each row
 {"model", "attack", "epsilon", "accuracy", "n"} with epsilon in [0, 1] units, including
 a "worst" row per epsilon: an image counts as robust only if every attack failed on it),
-`results.md` (the table), `robustness.png` and `embeddings.png`.
+`results.md` (the table), `robustness.png`, `embeddings.png` and `robustbench.json` (each
+model's clean and worst-case accuracy at 8/255 in RobustBench's model_info format).
+
+`run_external` does the same for classifiers this project did not train (config.external,
+run.py's --model): a `.keras` file or a SavedModel folder each, opened by
+`attacks.external_model`, keyed by its content's sha256 and what it was declared to take
+and return; their t-SNE picture shows their logits (their features are unknown).
 """
 
 import hashlib
@@ -22,6 +28,7 @@ import os
 import keras
 import numpy as np
 
+from attacks import external_model
 from attacks import sanity_checks
 from attacks import table as attack_table
 from attacks.evaluate import AttackSettings
@@ -37,6 +44,7 @@ from configs import arms
 from models import precision
 from pipeline import datasets
 from report import plots
+from report import robustbench
 from report import tables
 from training import robust_validation
 from training.run_context import run_context
@@ -109,19 +117,23 @@ def subset_size(subsets, attack_name):
     return int((subsets or {}).get(attack_name.replace("-", "_"), 0))
 
 
-def evaluate_model(name, path, images, labels, images_sha256, settings, attacks, out, subsets=None):
+def evaluate_model(name, path, images, labels, images_sha256, settings, attacks, out, subsets=None,
+                   external=None):
     """{attack: Evaluation} for one model, each read from its record or computed and recorded.
 
     `subsets` maps an attack to the number of images it is run on (a seeded subset; 0 or
-    absent: all of them).
+    absent: all of them). `external`, an ExternalClassifier, is the model at `path` when it
+    was not trained here; its records are keyed by its content and declarations too.
     """
-    model_sha256 = _sha256(path)
-    model, evaluations = None, {}
+    model_sha256 = _sha256(path) if external is None else external_model.content_sha256(path)
+    model, evaluations = external, {}
     for attack_name in attacks:
         count = subset_size(subsets, attack_name)
         indices = subset(count, len(labels), settings.seed)
         key = {"model_sha256": model_sha256, "images_sha256": images_sha256, "attack": attack_name,
                "examples": len(indices), "settings": settings.key(attack_name)}
+        if external is not None:
+            key["declared"] = external.spec.key()
         path_of_record = record_path(out, name, attack_name, key)
         evaluation = _read_record(path_of_record, key)
         if evaluation is not None:
@@ -173,11 +185,29 @@ def image_masks(evaluations):
     return masks
 
 
-def evaluate_and_report(config, paths, out, keep=None):
+def robustbench_entry(name, evaluations, config, dataset, trained_here):
+    """The RobustBench entry of one model (`report.robustbench`): clean and worst-case
+    accuracy at 8/255 on the same images (those every attack covered)."""
+    masks = image_masks(evaluations)
+    found = [key for key in masks if key[0] == attack_table.WORST
+             and abs(key[1] - robustbench.EPSILON) < 1e-9]
+    indices, clean = masks[("clean", 0.0)]
+    shared, robust = masks[found[0]] if found else (indices, None)
+    clean_shared = clean[np.isin(indices, shared)]
+    return robustbench.entry(
+        name, dataset, float(np.mean(clean_shared)), None if robust is None else float(np.mean(robust)),
+        len(clean_shared), list(evaluations), dict(config.attack.strong),
+        architecture=f"ResNet-18 (width {config.model.width:g})" if trained_here else "",
+        additional_data=False if trained_here else None, evaluated=bool(found))
+
+
+def evaluate_and_report(config, paths, out, keep=None, external=None):
     """Attacks the models {name: model.keras path} as config.attack says; writes the report to `out`.
 
-    `keep`, a dict, receives {model: {attack: Evaluation}}.
+    `keep`, a dict, receives {model: {attack: Evaluation}}. `external` maps the names of
+    models not trained here to their ExternalClassifier (their paths are in `paths` too).
     """
+    external = external or {}
     settings = AttackSettings.from_config(config)
     attacks = list(config.attack.attacks)
     subsets = dict(config.attack.subsets)
@@ -186,10 +216,18 @@ def evaluate_and_report(config, paths, out, keep=None):
         data, images, labels = test_images(config)
         images_sha256 = hashlib.sha256(images.tobytes() + np.asarray(labels).tobytes()).hexdigest()
         shown = embedding_indices(len(labels), config.attack.embedding_examples, settings.seed)
+        for name, classifier in external.items():
+            accuracy = external_model.check_outputs(classifier, images[:64], labels[:64],
+                                                    data.num_classes)
+            if accuracy <= 1.5 / data.num_classes:
+                print(f"note: {name} classifies {accuracy:.0%} of the first test images correctly, "
+                      f"about chance ({1 / data.num_classes:.0%}); if it should do better, check "
+                      "--model_inputs (float01, float255 or uint8), --model_outputs and that its "
+                      "classes are in the data's order.", flush=True)
         rows, checks, embeddings, seconds, every = [], {}, {}, {}, {}
         for name, path in paths.items():
             evaluations, model = evaluate_model(name, path, images, labels, images_sha256, settings,
-                                                attacks, out, subsets)
+                                                attacks, out, subsets, external.get(name))
             rows.extend(result_rows(name, evaluations))
             checks[name] = sanity_checks.check(evaluations)
             every[name] = evaluations
@@ -198,8 +236,9 @@ def evaluate_and_report(config, paths, out, keep=None):
             seconds[name] = {attack: e.seconds for attack, e in evaluations.items()}
             if config.attack.embedding_examples:
                 model = model or keras.models.load_model(path)
-                embeddings[name] = encoder_features(model.get_layer("encoder"), images[shown],
-                                                    settings.batch_size)
+                # A model trained elsewhere has no known encoder: its logits are drawn.
+                features = external[name] if name in external else model.get_layer("encoder")
+                embeddings[name] = encoder_features(features, images[shown], settings.batch_size)
 
     reference = "baseline" if "baseline" in every else None
     for name, verdict in sanity_checks.check_strong_gap(every, reference).items():
@@ -222,7 +261,15 @@ def evaluate_and_report(config, paths, out, keep=None):
                         for name, path in paths.items()},
         "all_checks_passed": all(v["passed"] for model in checks.values() for v in model.values()),
     }
+    results["models"] = {name: external[name].spec.describe() if name in external else
+                         {"path": os.path.abspath(path), "format": "keras", "trained": "here",
+                          "inputs": "float01", "outputs": "logits"}
+                         for name, path in paths.items()}
     atomic_files.write_json(os.path.join(out, "results.json"), results)
+    atomic_files.write_json(os.path.join(out, "robustbench.json"),
+                            {name: robustbench_entry(name, evaluations, config, data.name,
+                                                     name not in external)
+                             for name, evaluations in every.items()})
     table = tables.markdown(rows)
     atomic_files.write_text(os.path.join(out, "results.md"),
                             f"# Robustness on {data.source}\n\nAttacks use the {targets}.\n\n{table}")
@@ -231,7 +278,8 @@ def evaluate_and_report(config, paths, out, keep=None):
     if embeddings:
         atomic_files.save_figure(
             plots.embedding_figure(embeddings, labels[shown], data.class_names,
-                                   f"Encoder features of {len(labels[shown])} test images (t-SNE)"),
+                                   f"Encoder features of {len(labels[shown])} test images (t-SNE)"
+                                   + (", logits for models trained elsewhere" if external else "")),
             os.path.join(out, "embeddings.png"))
 
     print("\n" + table)
@@ -242,3 +290,33 @@ def evaluate_and_report(config, paths, out, keep=None):
     print(f"\nresults: {os.path.join(out, 'results.json')}\npictures: "
           f"{os.path.join(out, 'robustness.png')}, {os.path.join(out, 'embeddings.png')}")
     return results
+
+
+def run_external(config, workdir):
+    """Stage attack on the classifiers of config.external (run.py's --model), not trained here.
+
+    Each is opened and its image shape checked against the data before the data are
+    loaded; the report goes to WORKDIR/attack/ as for the project's models.
+    """
+    settings = config.external
+    names = list(settings.names) or [external_model.default_name(path) for path in settings.models]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UserError(f"two models would be named {repeated[0]!r} in the tables; name each with "
+                        "--model_name (once per --model, in the same order).")
+    specs = [external_model.ExternalModel(name, path, settings.inputs, settings.outputs,
+                                          settings.signature, settings.image_size, settings.channels)
+             for name, path in zip(names, settings.models)]
+    for spec in specs:
+        spec.check_path()
+    classifiers = {}
+    with run_context(config.seed, "float32"):
+        for spec in specs:
+            classifier = spec.load()
+            external_model.check_image_shape(classifier, config.data.image_size, config.data.channels)
+            classifiers[spec.name] = classifier
+            print(f"{spec.name}: {spec.path} ({spec.kind}), takes {spec.inputs} images "
+                  f"{'x'.join('?' if d is None else str(d) for d in classifier.image_shape)}, "
+                  f"returns {spec.outputs}", flush=True)
+    return evaluate_and_report(config, {spec.name: spec.path for spec in specs},
+                               os.path.join(workdir, "attack"), external=classifiers)

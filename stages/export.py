@@ -7,6 +7,15 @@ Built with `keras.export.ExportArchive`. Endpoints:
   and `embedding` [None, D] (the encoder's pooled features).
 - `serve_float`: the same from float32 images in [0, 1] (what the attacks use).
 
+Both refuse what they cannot take, with an error naming what they expect, rather than
+answer it (`_refusing`): another image size or channel count (a loaded signature does not
+check the shape it declares); for `serve_float`, values outside [0, 1] (pixels 0..255
+sent as floats); for `serving_default`, a batch whose every pixel is 0 or 1, which is
+what float images in [0, 1] become when a client converts them to uint8 itself
+(`saved_model_cli run` and numpy's `astype` do, before the model sees them; a float
+tensor given to the loaded signature is refused by TensorFlow's own dtype check). Such a
+batch is also an all-black one, refused as well: a real photo is never all 0s and 1s.
+
 The version is one more than the highest existing one (TF Serving serves the highest).
 The SavedModel is written to a hidden temporary directory beside the versions, reloaded,
 checked against the Keras model, and only then renamed to its version number, so TF
@@ -36,11 +45,44 @@ from training.run_context import run_context
 _RELATIVE_TOLERANCE = 1e-4
 
 
+def _refusing(images, expected, name, floats):
+    """`images` after checks that raise InvalidArgumentError, naming what `name` expects.
+
+    `expected` is [H, W, C]; `floats` says whether the signature takes floats in [0, 1]
+    (else uint8 pixels). The checks run in the graph, so they hold for every client.
+    """
+    height, width, channels = expected
+    wanted = (f"{name} takes {'float32 images in [0, 1]' if floats else 'uint8 images (pixels 0..255)'}"
+              f" of shape [N, {height}, {width}, {channels}]")
+    shape = tf.shape(images)
+    # Padded, so that an input of another rank is compared (and refused) too.
+    padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)
+    shape_check = tf.debugging.Assert(
+        tf.logical_and(tf.equal(tf.size(shape), 4),
+                       tf.reduce_all(tf.equal(padded[1:4], [height, width, channels]))),
+        [f"{wanted}; got shape", shape], summarize=4)
+    # Checked after the shape, so that a wrong shape is what is reported.
+    with tf.control_dependencies([shape_check]):
+        if floats:
+            checks = [tf.debugging.Assert(
+                tf.reduce_all(tf.logical_and(images >= 0.0, images <= 1.0)),
+                [f"{wanted}; got values from", tf.reduce_min(images), "to", tf.reduce_max(images),
+                 "(pixels 0..255 go to serving_default as uint8)"])]
+        else:
+            checks = [tf.debugging.Assert(
+                tf.logical_or(tf.equal(tf.size(images), 0), tf.reduce_any(images > 1)),
+                [f"{wanted}; got a batch whose every pixel is 0 or 1: float images in [0, 1] "
+                 "converted to uint8 by the client? Send pixels 0..255, or the floats to serve_float"])]
+    with tf.control_dependencies(checks):
+        return tf.identity(images)
+
+
 def build_archive(model):
     """An ExportArchive of a float32 classifier model (images in [0, 1] -> logits)."""
     encoder = model.get_layer("encoder")
     classifier = model.layers[-1]
     height, width, channels = model.inputs[0].shape[1:]
+    expected = (height, width, channels)
 
     def outputs(images):
         features = encoder(images, training=False)
@@ -51,10 +93,12 @@ def build_archive(model):
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        "serving_default", lambda images: outputs(tf.cast(images, tf.float32) / 255.0),
+        "serving_default",
+        lambda images: outputs(tf.cast(_refusing(images, expected, "serving_default", False),
+                                       tf.float32) / 255.0),
         input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")])
     archive.add_endpoint(
-        "serve_float", outputs,
+        "serve_float", lambda images: outputs(_refusing(images, expected, "serve_float", True)),
         input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")])
     return archive
 

@@ -12,6 +12,8 @@ ORDER = ("baseline", "pretrain", "finetune", "attack", "export")
 
 def _attack(config, workdir):
     from stages import attack
+    if config.external.models:  # Classifiers trained elsewhere (run.py's --model).
+        return attack.run_external(config, workdir)
     return attack.run(config, workdir)
 
 
@@ -40,6 +42,35 @@ STAGES = {
     "compare": _compare,  # The paper's three models side by side (configs/real_photos.py).
     "tune": _tune,  # Not part of "all": a search is run on purpose, then its best config.
 }
+
+
+def takes_lock(stage, config):
+    """Whether this process holds the stage's lock: any run outside a distributed role, the
+    chief of a multi_worker run and the chief of a tune search; not their other workers,
+    which share the chief's workdir by design (and would be refused by its lock)."""
+    if stage == "tune":
+        from tuning import tuner
+        return tuner.role() != "worker"
+    return distribute.chief_process(config.train)
+
+
+def run_locked(stage, config, workdir):
+    """`run`, holding the lock of WORKDIR/STAGE/ (for 'all', of every stage in ORDER) where
+    `takes_lock` says so: what `run.py` calls.
+
+    A command launched twice on one workdir is then refused with one line naming the
+    process that has the stage (`common.stage_lock`), instead of mixing two runs.
+    """
+    import contextlib
+    import os
+
+    from common import stage_lock
+
+    with contextlib.ExitStack() as held:
+        if takes_lock(stage, config):
+            for name in ORDER if stage == "all" else (stage,):
+                held.enter_context(stage_lock.hold(os.path.join(workdir, name), name))
+        return run(stage, config, workdir)
 
 
 def run(stage, config, workdir):

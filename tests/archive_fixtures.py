@@ -260,6 +260,40 @@ def python2_pickle(value):
     return buffer.getvalue()
 
 
+def hostile_array_pickle(start_shape=(0,), shape=(2, 3072), dtype=b"u1", raw=b"\0" * 10):
+    """A CIFAR batch pickle whose `data` array claims a size its bytes do not back.
+
+    Written opcode by opcode as the official files are (`python2_pickle`), with the
+    numbers a hostile file would put in the array's header: numpy's `_reconstruct` then
+    allocates `start_shape` at once (an honest pickle says (0,)), and the state `shape`
+    claims what the raw bytes must fill.
+    """
+    buffer = io.BytesIO()
+    pickler = _Python2Pickler(buffer, protocol=2)
+    write = pickler.write
+    write(pickle.PROTO + bytes([2]) + pickle.MARK)
+    pickler.save(b"labels")
+    pickler.save([0, 1])
+    pickler.save(b"data")
+    write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n" + pickle.GLOBAL + b"numpy\nndarray\n")
+    pickler.save(start_shape)
+    pickler.save(b"b")
+    write(pickle.TUPLE3 + pickle.REDUCE + pickle.MARK)
+    pickler.save(1)
+    pickler.save(shape)
+    write(pickle.GLOBAL + b"numpy\ndtype\n")
+    pickler.save(dtype)
+    pickler.save(0)
+    pickler.save(1)
+    write(pickle.TUPLE3 + pickle.REDUCE)
+    pickler.save((3, b"|", None, None, None, -1, -1, 0))
+    write(pickle.BUILD)
+    pickler.save(False)
+    pickler.save(raw)
+    write(pickle.TUPLE + pickle.BUILD + pickle.DICT + pickle.STOP)
+    return buffer.getvalue()
+
+
 def write_tar(path, members):
     """Writes `members` (name -> bytes) as a tar, gzip-compressed if `path` ends in .gz or .tgz.
 

@@ -5,11 +5,15 @@ tests check every pixel and label, and what happens to a damaged or hostile arch
 refused with one message naming the file, it is never changed, and nothing in it runs.
 """
 
+import gzip
 import hashlib
 import os
 import pickle
 import shlex
+import struct
+import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
@@ -17,6 +21,8 @@ import pytest
 from common.errors import UserError
 from pipeline import datasets
 from tests import archive_fixtures
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FORMATS = [
     ("cifar10", "binary", "fine"),
@@ -194,6 +200,83 @@ def test_label_outside_the_classes_is_a_user_error(tmp_path, dataset, fmt, membe
     message = str(error.value)
     assert path in message
     assert "label 200 of example 1 is outside" in message
+
+
+TIB = 1 << 40
+HOSTILE_PICKLES = {
+    # numpy's _reconstruct would allocate the start shape: "Unable to allocate 10.0 TiB".
+    "start_shape_of_10_tib": (archive_fixtures.hostile_array_pickle(start_shape=(10 * TIB,)), "starts as"),
+    "state_of_10_tib_over_10_bytes": (archive_fixtures.hostile_array_pickle(shape=(10 * TIB,)), "claims"),
+    # An object array is allocated at its claimed shape before its list is read.
+    "object_array_of_10_tib": (archive_fixtures.hostile_array_pickle(shape=(10 * TIB,), dtype=b"O", raw=[1, 2]),
+                               "not numbers"),
+    # The C unpickler allocates a BINBYTES8's stated length before reading it.
+    "bytes_of_10_tib": (pickle.PROTO + b"\x04" + pickle.BINBYTES8 + struct.pack("<Q", 10 * TIB) + b"abc",
+                        "damaged"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_PICKLES))
+def test_a_pickle_claiming_an_absurd_size_is_refused_in_one_line(tmp_path, name):
+    contents, fragment = HOSTILE_PICKLES[name]
+    path = archive_fixtures.write_cifar_archive(str(tmp_path), "cifar10", "python",
+                                                replace={"cifar-10-batches-py/test_batch": contents})
+    before = fingerprint(path)
+
+    with pytest.raises(UserError, match=fragment) as error:
+        datasets.load("cifar10", str(tmp_path), verify_checksums=False, cache=False)
+
+    assert str(error.value).startswith(f"{path}: a pickle in it is ")
+    assert "\n" not in str(error.value)
+    assert fingerprint(path) == before
+
+
+def test_an_absurd_array_header_is_refused_before_its_memory_is_asked_for(tmp_path):
+    # Under a 1 GiB address-space limit, a 2 GiB claim would be a MemoryError had the loader
+    # (numpy's _reconstruct, an unchecked state) allocated it before checking it.
+    path = archive_fixtures.write_cifar_archive(
+        str(tmp_path), "cifar10", "python",
+        replace={"cifar-10-batches-py/data_batch_1": archive_fixtures.hostile_array_pickle(start_shape=(2 << 30,))})
+    program = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from common.errors import UserError\n"
+        "from pipeline import cifar_archives\n"
+        "try:\n"
+        "    cifar_archives.load(sys.argv[1], cifar_archives.ARCHIVES[2], verify=False)\n"
+        "except UserError as error:\n"
+        "    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", program, path], capture_output=True, text=True,
+                            timeout=120, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "starts as (2147483648,)" in result.stdout
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_tar_member_claiming_an_absurd_size_is_refused_without_reading_it(tmp_path, compressed):
+    header = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    header.size = 10 * TIB
+    data = header.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 2048
+    path = str(tmp_path / "cifar-10-python.tar.gz")
+    with open(path, "wb") as f:
+        f.write(gzip.compress(data) if compressed else data)
+
+    with pytest.raises(UserError, match="claims 10,995,116,277,760 bytes") as error:
+        datasets.load("cifar10", str(tmp_path), verify_checksums=False, cache=False)
+
+    assert "not the official archive" in str(error.value)
+
+
+def test_a_text_file_named_like_an_archive_is_one_line(tmp_path):
+    path = tmp_path / "cifar-10-python.tar.gz"
+    path.write_text("these are not the images you are looking for\n")
+
+    with pytest.raises(UserError) as error:
+        datasets.load("cifar10", str(tmp_path), verify_checksums=False, cache=False)
+
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"{path}: corrupt or truncated archive (not a tar archive" in message
 
 
 if __name__ == "__main__":

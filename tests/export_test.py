@@ -1,5 +1,6 @@
 """The TF Serving export: versions, atomic install, and outputs equal to the Keras model's."""
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -65,6 +66,66 @@ def test_saved_model_cli_runs_it(model, exported, tmp_path):
     logits = np.load(tmp_path / "out" / "logits.npy")
     expected = model.predict(images.astype(np.float32) / 255.0, verbose=0)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def wrong_inputs(images):
+    """What serving_default must refuse, each with what its error must name."""
+    rng = np.random.default_rng(1)
+    return {
+        # Float images in [0, 1], as a client that forgot to send pixels has them.
+        "float": (images.astype(np.float32) / 255.0, "uint8"),
+        "64x64": (rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8), "32, 32, 3"),
+        "one_channel": (rng.integers(0, 256, (2, 32, 32, 1), dtype=np.uint8), "32, 32, 3"),
+    }
+
+
+def test_serving_default_refuses_what_it_cannot_take_naming_what_it_expects(exported):
+    _, path, images = exported
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    for name, (wrong, expected) in wrong_inputs(images).items():
+        with pytest.raises((tf.errors.InvalidArgumentError, TypeError, ValueError), match=expected):
+            serving(images=tf.constant(wrong))
+    # A batch whose every pixel is 0 or 1 is what float images become when the client
+    # converts them to uint8 itself (as saved_model_cli does, below).
+    with pytest.raises(tf.errors.InvalidArgumentError, match="every pixel is 0 or 1"):
+        serving(images=tf.constant((images >= 128).astype(np.uint8)))
+
+
+def test_serve_float_takes_floats_in_0_1_and_refuses_pixels_and_other_shapes(model, exported):
+    _, path, images = exported
+    serve_float = tf.saved_model.load(path).signatures["serve_float"]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"float32 images in \[0, 1\] of shape \[N, 32, 32, 3\]; got values from"):
+        serve_float(images=tf.constant(images.astype(np.float32)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="of shape \\[N, 32, 32, 3\\]; got shape"):
+        serve_float(images=tf.zeros([1, 64, 64, 3]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="got shape"):
+        serve_float(images=tf.zeros([32, 32, 3]))
+
+
+def test_saved_model_cli_refuses_them_too(exported, tmp_path):
+    _, path, images = exported
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+
+    def run(name, wrong):
+        np.save(tmp_path / f"{name}.npy", wrong)
+        return subprocess.run(
+            [cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
+             "--inputs", f"images={tmp_path / name}.npy", "--outdir", str(tmp_path / name)],
+            capture_output=True, text=True, timeout=300)
+
+    cases = wrong_inputs(images)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        results = {name: pool.submit(run, name, wrong) for name, (wrong, _) in cases.items()}
+        results = {name: future.result() for name, future in results.items()}
+    for name, result in results.items():
+        assert result.returncode != 0, (name, result.stdout[-1000:])
+        assert not (tmp_path / name).exists(), name  # no answer written
+    # saved_model_cli converts the float images to uint8 itself (numpy's astype: 0 or 1)
+    # before the model runs; the signature recognises what that makes of them.
+    assert "every pixel is 0 or 1" in results["float"].stderr, results["float"].stderr[-2000:]
+    for name in ("64x64", "one_channel"):
+        assert "32, 32, 3" in results[name].stderr, results[name].stderr[-2000:]
 
 
 def test_a_failed_check_installs_nothing_and_keeps_earlier_versions(model, exported, monkeypatch):

@@ -54,6 +54,8 @@ class BadInput:
     flags: list
     input_path: str  # The file or folder that must be left as it was; None for a flag.
     fragments: list  # Each must appear in the error line: the file or flag, and the fix.
+    undo: object = None  # Called once the command ran (e.g. a read-only folder made writable).
+    skip: str = None  # Why this machine cannot make this input (its command is not run).
 
 
 def missing_directory(tmp):
@@ -122,6 +124,59 @@ def unknown_dataset(tmp):
 
 def folder_without_data_dir(tmp):
     return BadInput(["--dataset=folder"], None, ["--dataset=folder needs --data_dir="])
+
+
+def workdir_is_a_file(tmp):
+    path = os.path.join(tmp, "notes.txt")
+    with open(path, "w") as f:
+        f.write("not a folder\n")
+    return BadInput([f"--workdir={path}"], tmp, [f"--workdir={path} is a file", "give a folder"])
+
+
+def read_only_workdir(tmp):
+    """A workdir this process may not write: mode 555, or for root (whom modes do not stop)
+    the immutable attribute, which needs chattr and a file system that has it."""
+    workdir = os.path.join(tmp, "shared_results")
+    os.makedirs(workdir)
+    if os.geteuid() != 0:
+        os.chmod(workdir, 0o555)
+        undo = lambda: os.chmod(workdir, 0o755)  # noqa: E731
+    elif subprocess.run(["chattr", "+i", workdir], capture_output=True).returncode == 0:
+        undo = lambda: subprocess.run(["chattr", "-i", workdir], check=True)  # noqa: E731
+    else:
+        return BadInput([], None, [], skip="running as root without chattr +i: no folder is "
+                                           "read-only to this process")
+    return BadInput([f"--workdir={workdir}"], workdir,
+                    [f"--workdir={workdir}: cannot write there", "a folder you can write to"], undo)
+
+
+def absurd_pickle_header(tmp):
+    # The array header of a batch claims 10 TiB: refused before anything is allocated.
+    contents = archive_fixtures.hostile_array_pickle(start_shape=(10 << 40,))
+    path = archive_fixtures.write_cifar_archive(
+        tmp, "cifar10", "python", replace={"cifar-10-batches-py/data_batch_1": contents})
+    return BadInput(["--dataset=cifar10", f"--data_dir={tmp}", "--config.data.verify_checksums=False"],
+                    tmp, [f"{path}: a pickle in it is not plain CIFAR data",
+                          "starts as (10995116277760,)", "not the official archive"])
+
+
+def text_named_tar_gz(tmp):
+    path = os.path.join(tmp, "photos.tar.gz")
+    with open(path, "w") as f:
+        f.write("train/ and test/ are on the other disk\n" * 5)
+    return BadInput(["--dataset=folder", f"--data_dir={path}"], tmp,
+                    [f"{path}: corrupt or truncated tar (not a tar archive", "make it again"])
+
+
+def model_of_another_size(tmp):
+    # A classifier of 28x28 grey images evaluated on the 32x32 RGB sample.
+    import keras
+
+    path = os.path.join(tmp, "mnist_cnn.keras")
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(path)
+    return BadInput(["--stage=attack", f"--model={path}", "--config=configs/demo.py:smoke"], tmp,
+                    [f"--model={path}: takes 28x28x1 images but the data are 32x32x3",
+                     "--config.data.image_size=32", "--config.data.channels=3"])
 
 
 def flag_mistake(flags, *fragments):
@@ -209,6 +264,10 @@ BAD_INPUTS = {function.__name__: function for function in (
     unknown_dataset, missing_directory, empty_directory, truncated_archive, checksum_mismatch,
     unreadable_image, empty_class_folder, label_out_of_range, folder_without_data_dir)}
 BAD_INPUTS.update(CONFIG_MISTAKES)
+# The workdir, hostile or mistaken files, and a model trained elsewhere that does not fit.
+BAD_INPUTS.update({function.__name__: function for function in (
+    workdir_is_a_file, read_only_workdir, absurd_pickle_header, text_named_tar_gz,
+    model_of_another_size)})
 # The mistakes in a flag alone, with no file to leave unchanged.
 FLAG_MISTAKES = ("unknown_dataset", "folder_without_data_dir", *CONFIG_MISTAKES)
 # Run with oneDNN on (run.py's default); the others with TF_ENABLE_ONEDNN_OPTS=0.
@@ -223,6 +282,7 @@ class Run:
     before: object  # fingerprint of bad_input.input_path before the command
     result: subprocess.CompletedProcess
     seconds: float
+    cache: str = None  # The command's own SUPCON_CACHE_DIR.
 
 
 def test_onednn_is_on_unless_the_user_turned_it_off():
@@ -246,9 +306,14 @@ def test_true_and_false_typed_on_the_command_line_fit_a_field_whose_default_is_a
         schema.validate(config)
 
 
-def run_cli(flags, workdir, onednn=False):
-    """Runs `python run.py --stage data FLAGS` as a user would; returns (result, seconds)."""
+def run_cli(flags, workdir, onednn=False, cache_dir=None):
+    """Runs `python run.py --stage data FLAGS` as a user would; returns (result, seconds).
+
+    `cache_dir`, when given, is the command's own cache of decoded images.
+    """
     environment = dict(os.environ)
+    if cache_dir:
+        environment["SUPCON_CACHE_DIR"] = cache_dir
     # The test checks what a user sees by default, whatever the caller's shell sets.
     environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
     environment.pop("TF_ENABLE_ONEDNN_OPTS", None)
@@ -267,24 +332,40 @@ def cli_runs(tmp_path_factory):
     commands = {}  # name -> (BadInput or None, flags)
     for name, make in BAD_INPUTS.items():
         bad_input = make(str(tmp_path_factory.mktemp(name)))
-        commands[name] = (bad_input, bad_input.flags)
+        if not bad_input.skip:
+            commands[name] = (bad_input, bad_input.flags)
     verbose = empty_directory(str(tmp_path_factory.mktemp("verbose")))
     commands["verbose"] = (verbose, verbose.flags + ["--verbose"])
     commands["help"] = (None, ["--help"])
     workdirs = tmp_path_factory.mktemp("workdirs")
 
+    caches = tmp_path_factory.mktemp("caches")
+
     befores = {name: fingerprint(bad_input and bad_input.input_path)
                for name, (bad_input, _) in commands.items()}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(run_cli, flags, str(workdirs / name), name in ONEDNN)
-                   for name, (_, flags) in commands.items()}
-        return {name: Run(commands[name][0], befores[name], *future.result())
-                for name, future in futures.items()}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {name: pool.submit(run_cli, flags, str(workdirs / name), name in ONEDNN,
+                                         str(caches / name))
+                       for name, (_, flags) in commands.items()}
+            return {name: Run(commands[name][0], befores[name], *future.result(), str(caches / name))
+                    for name, future in futures.items()}
+    finally:
+        for bad_input, _ in commands.values():
+            if bad_input is not None and bad_input.undo is not None:
+                bad_input.undo()
+
+
+def ran(cli_runs, name):
+    """The run of `name`, or a skip when this machine could not make that input."""
+    if name not in cli_runs:
+        pytest.skip(f"{name}: not made on this machine")
+    return cli_runs[name]
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
 def test_bad_input_is_one_line_naming_the_input_and_the_fix(cli_runs, name):
-    run = cli_runs[name]
+    run = ran(cli_runs, name)
     stderr = run.result.stderr
 
     assert run.result.returncode == 2, stderr
@@ -308,9 +389,16 @@ def test_unknown_dataset_fails_fast_offline(cli_runs):
 
 @pytest.mark.parametrize("name", [name for name in BAD_INPUTS if name not in FLAG_MISTAKES])
 def test_bad_input_is_left_unchanged(cli_runs, name):
-    run = cli_runs[name]
+    run = ran(cli_runs, name)
 
     assert fingerprint(run.bad_input.input_path) == run.before
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_writes_nothing_outside_the_workdir(cli_runs, name):
+    # Not even the cache of decoded images, which lives outside it (SUPCON_CACHE_DIR); the
+    # input's own folder is checked by test_bad_input_is_left_unchanged.
+    assert not [files for _, _, files in os.walk(ran(cli_runs, name).cache) if files], name
 
 
 def test_verbose_shows_the_traceback(cli_runs):
