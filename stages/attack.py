@@ -258,7 +258,7 @@ def evaluate_and_report(config, paths, out, keep=None, external=None):
         # Which model of each stage was attacked: its best epoch or its last.
         "checkpoints": {name: robust_validation.describe_choice(os.path.dirname(path), config.validation.use)
                         if os.path.basename(path) == robust_validation.BEST_MODEL else "last epoch"
-                        for name, path in paths.items()},
+                        for name, path in paths.items() if name not in external},
         "all_checks_passed": all(v["passed"] for model in checks.values() for v in model.values()),
     }
     results["models"] = {name: external[name].spec.describe() if name in external else
