@@ -95,11 +95,13 @@ class ContrastiveModel(keras.Model):
         self.ce_on = ce_on
         trades_beta = float(getattr(adversary, "trades_beta", 0.0) or 0.0)
         self.weights_by_term = {"ce_loss": float(ce_weight), "supcon_loss": float(supcon_weight),
-                                "margin_loss": float(margin_weight), "trades_loss": trades_beta}
+                                "margin_loss": float(margin_weight)}
+        if trades_beta:
+            self.weights_by_term["trades_loss"] = trades_beta
         self.uses_embedding = bool(supcon_weight or margin_weight)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.term_trackers = {term: keras.metrics.Mean(name=term) for term in TERMS
-                              if term == "ce_loss" or self.weights_by_term[term]}
+                              if term == "ce_loss" or self.weights_by_term.get(term)}
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
     @property
@@ -166,7 +168,7 @@ class ContrastiveModel(keras.Model):
     def _adversarial_loss(self, images, adversarial, labels):
         """(outputs for the metrics, loss) of a batch and its adversarial images; see the
         module docstring for what each term sees."""
-        trades = bool(self.weights_by_term["trades_loss"])
+        trades = "trades_loss" in self.weights_by_term
         with_clean = self.uses_embedding or self.ce_on == "both" or trades
         if not with_clean:
             outputs = self(adversarial, training=True)

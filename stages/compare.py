@@ -7,7 +7,8 @@ The arms (the same network, data, schedule and seed; only the loss differs):
 3. `supcon_margin`: SupCon + margin + CE, the paper's method (the pretrain stage with the
    config's margin).
 
-Each arm trains in WORKDIR/<arm>/ through `stages.train` (so it resumes after a crash
+Any further arm of config.arms (`configs/arms.py`; the demo's `robust`, say) trains and
+is attacked beside them. Each arm trains in WORKDIR/<arm>/ through `stages.train` (so it resumes after a crash
 and is skipped when done), then `stages.attack` evaluates all three on the same test
 images and writes the report to WORKDIR/attack/, with verdict.md/.json/.png: the method
 against each other arm, attack by attack and epsilon by epsilon, with standard errors
@@ -75,8 +76,8 @@ def run(config, workdir):
     except (OSError, ValueError):
         record = {"arms": {}}
     paths = {}
-    # config.arms where the config has its own (configs/arms.py), else the paper's three.
-    chosen = [(arm, stage, changes) for arm, (stage, changes) in arms.arms(config).items()] or ARMS
+    # The paper's three, then the config's own arms (configs/arms.py), attacked alike.
+    chosen = list(ARMS) + [(arm, stage, changes) for arm, (stage, changes) in arms.arms(config).items()]
     for arm, stage, changes in chosen:
         arm_workdir = os.path.join(workdir, arm)
         print(f"== {arm}: {stage} stage" + (f" with {changes}" if changes else ""), flush=True)

@@ -32,10 +32,12 @@ def test_three_arms_attacked_alike_with_a_verdict(run):
     workdir, stdout = run
     with open(os.path.join(workdir, "attack", "results.json")) as f:
         results = json.load(f)
-    assert {row["model"] for row in results["rows"]} == set(ARMS)
+    # The paper's three and the demo config's own arm, robust (configs/demo.py).
+    assert {row["model"] for row in results["rows"]} == set(ARMS) | {"robust"}
     with open(os.path.join(workdir, "compare.json")) as f:
         record = json.load(f)
-    assert set(record["arms"]) == set(ARMS)
+    assert set(record["arms"]) == set(ARMS) | {"robust"}
+    assert record["arms"]["robust"]["changes"] == {"adversarial.method": "n_fgsm"}
     assert record["arms"]["supcon"]["changes"] == {"loss.margin_weight": 0.0}
     assert record["seed"] == 0 and record["commit"] and "cores" in record["machine"]
     assert record["report_commit"] == record["commit"] == record["arms"]["baseline"]["commit"]
@@ -68,8 +70,8 @@ def test_published_and_rerun_gives_the_same_numbers_without_training_or_attackin
     with open(os.path.join(workdir, "compare.json")) as f:
         first_seconds = json.load(f)["attack_seconds"]
     stdout = compare(workdir)
-    assert stdout.count("already done with this config") == 3
-    assert "attacking" not in stdout and stdout.count("reusing") == 3
+    assert stdout.count("already done with this config") == 4
+    assert "attacking" not in stdout and stdout.count("reusing") == 4
     with open(os.path.join(workdir, "attack", "results.json")) as f:
         again = json.load(f)
     with open(os.path.join(destination, "results.json")) as f:

@@ -30,7 +30,7 @@ def test_results_json_has_rows_and_sanity_verdicts(workdir):
     path = workdir[0]
     with open(os.path.join(path, "attack", "results.json")) as f:
         results = json.load(f)
-    models = {"baseline", "pretrain", "finetune"}
+    models = {"baseline", "pretrain", "finetune", "robust"}  # robust: the demo's arm.
     assert {row["model"] for row in results["rows"]} == models
     for row in results["rows"]:
         assert set(row) >= {"model", "attack", "epsilon", "accuracy", "n"}
@@ -83,7 +83,7 @@ def test_running_all_again_retrains_attacks_and_exports_nothing(workdir):
     assert result.returncode == 0, result.stderr[-3000:]
     for stage in ("baseline", "pretrain", "finetune"):
         assert f"{stage}: already done" in result.stdout
-    assert result.stdout.count(": reusing ") == 5  # 3 models x 2 attacks, less the lost one.
+    assert result.stdout.count(": reusing ") == 7  # 4 models x 2 attacks, less the lost one.
     assert "attacking pretrain" in result.stdout and "with pgd" in result.stdout
     assert os.path.exists(lost)
     with open(os.path.join(path, "attack", "results.json")) as f:
