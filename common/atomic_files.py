@@ -45,6 +45,16 @@ def write_text(path, text):
             os.remove(temporary)
 
 
+def read_json(path):
+    """The JSON value in `path`, or None where it is missing or not whole JSON (a file these
+    writes never leave half-written, but one a user may have edited)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def write_json(path, value):
     write_text(path, json.dumps(value, indent=2, default=_json_default) + "\n")
 

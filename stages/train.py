@@ -70,14 +70,6 @@ def robust_validation_callback(config, stage, validation_split, out, strategy):
         validation.stop_on_collapse, write=distribute.is_chief(strategy))
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _differences(old, new):
     changed = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
     shown = "; ".join(f"{name}: {old.get(name)!r} -> {new.get(name)!r}" for name in changed[:3])
@@ -92,7 +84,7 @@ def check_workdir(out, inputs, stage):
     a rerun that changes only the optimiser's step sizes (`specs.RESUMABLE_AFTER_DIVERGENCE`)
     resumes from the last good checkpoint.
     """
-    summary = _read_json(os.path.join(out, "summary.json"))
+    summary = atomic_files.read_json(os.path.join(out, "summary.json"))
     if summary is not None and os.path.exists(os.path.join(out, "model.keras")):
         finished_inputs = specs.with_data_identity(summary.get("inputs") or {})
         if finished_inputs == inputs:
@@ -100,7 +92,7 @@ def check_workdir(out, inputs, stage):
         _, shown = _differences(finished_inputs, inputs)
         raise UserError(f"{out} holds a {stage} model trained with another config ({shown}); use "
                         f"another --workdir, or delete {out} to train it again.")
-    recorded = _read_json(os.path.join(out, INPUTS))
+    recorded = atomic_files.read_json(os.path.join(out, INPUTS))
     recorded = specs.with_data_identity(recorded) if isinstance(recorded, dict) else recorded
     if recorded is None or recorded == inputs or not os.path.exists(os.path.join(out, fit_lib.BACKUP)):
         return None
@@ -121,7 +113,7 @@ def resumed_precision(out, config, stage):
     (a run carried to a machine with bfloat16 instructions must not change arithmetic
     halfway)."""
     chosen = precision_lib.resolve(config.train.precision, config.model.width)
-    started = (_read_json(os.path.join(out, PRECISION)) or {}).get("policy")
+    started = (atomic_files.read_json(os.path.join(out, PRECISION)) or {}).get("policy")
     if (config.train.precision == "auto" and started in precision_lib.POLICIES
             and started not in ("auto", chosen)
             and os.path.exists(os.path.join(out, fit_lib.BACKUP))):

@@ -20,7 +20,6 @@ OUT/best.json, from which a resumed run carries on.
 """
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -45,7 +44,7 @@ def model_file(out, use="best"):
 
 def describe_choice(out, use="best"):
     """One phrase for results: which model of `out` was taken, and why."""
-    record = _read_json(os.path.join(out, BEST_RECORD))
+    record = atomic_files.read_json(os.path.join(out, BEST_RECORD))
     if model_file(out, use).endswith(BEST_MODEL) and record:
         best = record["best"]
         return (f"best epoch {best['epoch']} of {len(record.get('per_epoch', []))} by validation "
@@ -105,7 +104,7 @@ class RobustValidation(keras.callbacks.Callback):
         self._copy = None
         self._traced = {}  # The attack's steps, traced once for the copy.
         if out is not None:
-            saved = _read_json(os.path.join(out, BEST_RECORD))
+            saved = atomic_files.read_json(os.path.join(out, BEST_RECORD))
             if saved and os.path.exists(os.path.join(out, BEST_MODEL)):
                 self.best = saved["best"]
                 self.collapse = saved.get("collapse")
@@ -156,11 +155,3 @@ class RobustValidation(keras.callbacks.Callback):
         return {"attack": self.attack, "epsilon_255": round(self.epsilon * 255, 3),
                 "images": int(len(self.labels)), "steps": getattr(self.settings, "pgd_steps", None),
                 "best": self.best, "collapse": self.collapse, "per_epoch": self.per_epoch}
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
