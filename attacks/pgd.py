@@ -35,17 +35,23 @@ def default_step_size(epsilon, steps):
     return 2.5 * epsilon / steps
 
 
-def start_point(images, epsilon, start, start_scale, seed):
-    """x_0: the images, or images + noise (uniform in [-start_scale eps, start_scale eps], or
-    Gaussian with standard deviation start_scale), clipped to [0, 1]; `seed` stateless."""
+def start_noise(shape, epsilon, start, start_scale, seed):
+    """The start's noise of `shape`: uniform in [-start_scale eps, start_scale eps], or
+    Gaussian with standard deviation start_scale; `seed` stateless. None for start "none"."""
     if start == "none":
-        return images
+        return None
     if start == "uniform":
-        noise = tf.random.stateless_uniform(tf.shape(images), seed, -1.0, 1.0) * start_scale * epsilon
-    elif start == "normal":
-        noise = tf.random.stateless_normal(tf.shape(images), seed) * start_scale
-    else:
-        raise ValueError(f"start={start!r}: choose one of {', '.join(STARTS)}.")
+        return tf.random.stateless_uniform(shape, seed, -1.0, 1.0) * start_scale * epsilon
+    if start == "normal":
+        return tf.random.stateless_normal(shape, seed) * start_scale
+    raise ValueError(f"start={start!r}: choose one of {', '.join(STARTS)}.")
+
+
+def start_point(images, epsilon, start, start_scale, seed):
+    """x_0: the images plus `start_noise`, clipped to [0, 1]."""
+    noise = start_noise(tf.shape(images), epsilon, start, start_scale, seed)
+    if noise is None:
+        return images
     return tf.clip_by_value(images + tf.cast(noise, images.dtype), 0.0, 1.0)
 
 

@@ -371,7 +371,8 @@ def _check_relations(config):
             _fail("adversarial.ce_on", adversarial.ce_on,
                   "TRADES (trades_beta > 0) trains CE on the clean images by definition; "
                   "leave ce_on at adversarial")
-    if "validation" in config and robust_validation_on(config) and not config.data.validation_fraction:
+    if (any(robust_validation_in(config, stage) for stage in TRAINING_STAGES)
+            and not config.data.validation_fraction):
         _fail("data.validation_fraction", config.data.validation_fraction,
               "robust validation needs validation images: set it above 0 (e.g. 0.1), or "
               "--config.validation.robust=False")
@@ -380,12 +381,16 @@ def _check_relations(config):
               f"must be 0 (all) or at least train.batch_size={config.train.batch_size}")
 
 
-def robust_validation_on(config, stage=None):
-    """Whether `stage` (any training stage when None) validates robustly after each epoch:
-    config.validation.robust, where `auto` means wherever adversarial training is on."""
-    robust = str(config.validation.robust).lower()
-    if robust in ("true", "false"):
-        return robust == "true"
-    adversarial = config.adversarial
-    stages = tuple(adversarial.stages) if stage is None else (stage,)
-    return adversarial.method != "none" and any(s in tuple(adversarial.stages) for s in stages)
+def adversarial_in(config, stage):
+    """Whether config.adversarial trains `stage` adversarially. `config` is a ConfigDict or
+    the plain dict of a resolved one (a recorded key may predate the section)."""
+    adversarial = config.get("adversarial") or {}
+    return (adversarial.get("method", "none") != "none"
+            and stage in tuple(adversarial.get("stages", ())))
+
+
+def robust_validation_in(config, stage):
+    """Whether `stage` validates robustly after each epoch: config.validation.robust, where
+    `auto` means wherever adversarial training is on."""
+    robust = str((config.get("validation") or {}).get("robust", "auto")).lower()
+    return adversarial_in(config, stage) if robust == "auto" else robust == "true"

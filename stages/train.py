@@ -20,10 +20,9 @@ import hashlib
 import json
 import os
 
-import keras
-
 from common import atomic_files
 from common.errors import UserError
+from configs import schema
 from models import precision as precision_lib
 from pipeline import datasets
 from training import builders
@@ -60,7 +59,7 @@ def parent_model(config, workdir, spec):
 
 def robust_validation_callback(config, stage, validation_split, out, strategy):
     """The RobustValidation callback of `stage`, or None where it does not validate robustly."""
-    if not specs.robust_validation_in(json.loads(config.to_json_best_effort()), stage):
+    if not schema.robust_validation_in(config, stage):
         return None
     validation = config.validation
     images, labels = robust_validation.held_out(validation_split, validation.examples, config.seed)

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from attacks.fgsm import kl_divergence
 from attacks.pgd import perturb
+from attacks.pgd import start_noise
 
 METHODS = ("none", "fgsm_rs", "n_fgsm", "pgd")
 BN_MODES = ("inference", "training")
@@ -149,11 +150,8 @@ def _global_noise(images, adversary, recipe, step):
     replicas = context.num_replicas_in_sync if context is not None else 1
     shape = tf.shape(images)
     global_shape = tf.concat([[shape[0] * replicas], shape[1:]], axis=0)
-    seed = adversary.noise_seed(step)
-    if recipe["start"] == "normal":
-        return tf.random.stateless_normal(global_shape, seed) * recipe["start_scale"]
-    return (tf.random.stateless_uniform(global_shape, seed, -1.0, 1.0)
-            * recipe["start_scale"] * adversary.epsilon)
+    return start_noise(global_shape, adversary.epsilon, recipe["start"], recipe["start_scale"],
+                       adversary.noise_seed(step))
 
 
 def _replica_rows(noise):

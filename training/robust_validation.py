@@ -113,11 +113,11 @@ class RobustValidation(keras.callbacks.Callback):
     def _classifier(self):
         """A float32 copy of the model's classifier, built once and given the weights each
         epoch, so the attack is traced once per run rather than once per epoch."""
-        source = self.model.classifier_model(name="robust_validation")
         if self._copy is None:
-            self._copy = precision.float32_copy(source)
+            self._source = self.model.classifier_model(name="robust_validation")
+            self._copy = precision.float32_copy(self._source)
         else:
-            self._copy.set_weights(source.get_weights())
+            self._copy.set_weights(self._source.get_weights())
         return self._copy
 
     def on_epoch_end(self, epoch, logs=None):

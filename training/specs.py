@@ -13,6 +13,7 @@ data_dir stays keyed by its path.
 import dataclasses
 import os
 
+from configs import schema
 from pipeline import decoded_cache
 
 
@@ -65,19 +66,6 @@ RESUMABLE_AFTER_DIVERGENCE = ("train.learning_rate", "train.warmup_epochs", "tra
                               "finetune.weight_decay")
 
 
-def adversarial_in(resolved, stage):
-    """Whether config.adversarial trains `stage` adversarially (resolved: a plain dict)."""
-    adversarial = resolved.get("adversarial") or {}
-    return adversarial.get("method", "none") != "none" and stage in tuple(adversarial.get("stages", ()))
-
-
-def robust_validation_in(resolved, stage):
-    """Whether `stage` validates robustly after each epoch (config.validation.robust; auto:
-    where adversarial training is on)."""
-    robust = str((resolved.get("validation") or {}).get("robust", "auto")).lower()
-    return adversarial_in(resolved, stage) if robust == "auto" else robust == "true"
-
-
 def decisive_fields(resolved, spec):
     """The part of a resolved config (a plain dict) that `spec` reads, as a flat dict.
 
@@ -85,8 +73,8 @@ def decisive_fields(resolved, spec):
     where this stage validates robustly.
     """
     reads = tuple(read for read in spec.reads
-                  if (read != "adversarial" or adversarial_in(resolved, spec.name))
-                  and (read != "validation" or robust_validation_in(resolved, spec.name)))
+                  if (read != "adversarial" or schema.adversarial_in(resolved, spec.name))
+                  and (read != "validation" or schema.robust_validation_in(resolved, spec.name)))
     spec = dataclasses.replace(spec, reads=reads)
     flat = {}
 
