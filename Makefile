@@ -48,6 +48,24 @@ check-reproduction:
 save-progress:
 	$(PY) tools/experiment_progress.py save $(EXPERIMENT_WORKDIR) $(EXPERIMENT_PROGRESS)
 
+# The experiment on robust models (configs/robust_photos.py): the margin search under
+# adversarial training (under an hour), then the arms (hours; ROBUST_PART=:seed0 trains and
+# judges the seed-0 models alone), then the attacks, carried across machines as above by
+# `make save-progress-robust` and this target, which redoes nothing that is done.
+ROBUST_WORKDIR ?= runs/robust_photos
+ROBUST_PROGRESS ?= results/robust_photos/progress
+ROBUST_RESULTS ?= results/robust_photos
+ROBUST_PART ?=
+.PHONY: reproduce-robust save-progress-robust
+reproduce-robust: $(VENV)/.installed
+	$(PY) tools/experiment_progress.py restore $(ROBUST_PROGRESS) $(ROBUST_WORKDIR)
+	$(PY) run.py --stage tune --config configs/robust_photos.py:tune --workdir $(ROBUST_WORKDIR)
+	$(PY) run.py --stage compare --config configs/robust_photos.py$(ROBUST_PART) --workdir $(ROBUST_WORKDIR)
+	$(PY) tools/publish_results.py $(ROBUST_WORKDIR) $(ROBUST_RESULTS)
+
+save-progress-robust:
+	$(PY) tools/experiment_progress.py save $(ROBUST_WORKDIR) $(ROBUST_PROGRESS)
+
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 

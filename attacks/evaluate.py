@@ -37,9 +37,11 @@ class AttackSettings:
     seed: int = 0
     jit_compile: bool = True
     strong: dict = None  # StrongSettings fields for the "aa-like" attack (attacks.strong).
+    # {attack name: epsilons} for the attacks run at their own epsilons, not `epsilons`.
+    own_epsilons: dict = None
 
     def __post_init__(self):
-        for epsilon in self.epsilons:
+        for epsilon in self.epsilons + sum(map(tuple, (self.own_epsilons or {}).values()), ()):
             check_epsilon(epsilon)
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1.")
@@ -59,11 +61,19 @@ class AttackSettings:
             jit_compile=precision.jit_compile(attack.jit_compile,
                                               on_cpu=precision.onednn_enabled() is False),
             strong={key: tuple(value) if isinstance(value, (list, tuple)) else value
-                    for key, value in attack.strong.items()})
+                    for key, value in attack.strong.items()},
+            own_epsilons={name: tuple(e / 255.0 for e in attack.own_epsilons[name.replace("-", "_")])
+                          for name in table.ATTACKS
+                          if tuple(attack.get("own_epsilons", {}).get(name.replace("-", "_"), ()))})
+
+    def epsilons_of(self, attack_name):
+        """The epsilons `attack_name` runs at: its own where it has them, else `epsilons`."""
+        return tuple((self.own_epsilons or {}).get(attack_name, self.epsilons))
 
     def key(self, attack_name):
         """The settings that change `attack_name`'s result, as a JSON-able dict."""
-        common = dict(epsilons=[float(e) for e in self.epsilons], use_predictions=self.use_predictions,
+        common = dict(epsilons=[float(e) for e in self.epsilons_of(attack_name)],
+                      use_predictions=self.use_predictions,
                       batch_size=self.batch_size, seed=self.seed, jit_compile=self.jit_compile)
         own = {field: _plain(getattr(self, field)) for field in table.ATTACKS[attack_name].settings}
         return {**common, **own}
@@ -249,8 +259,9 @@ def evaluate(model, images, labels, attack_name, settings, progress=True, indice
         images, labels = images[indices], np.asarray(labels)[indices]
     clean_step, predict, attack = _steps(model, attack_name, settings, images.shape[1:], traced)
     labels = np.asarray(labels, np.int32)
+    epsilons = settings.epsilons_of(attack_name)
     result = Evaluation(attack_name, np.zeros(len(labels), bool),
-                        {e: np.zeros(len(labels), bool) for e in settings.epsilons})
+                        {e: np.zeros(len(labels), bool) for e in epsilons})
 
     if indices is not None:
         result.indices = np.asarray(indices, np.int64)
@@ -259,14 +270,14 @@ def evaluate(model, images, labels, attack_name, settings, progress=True, indice
     seconds_before = result.seconds
     if done and progress:
         print(f"carrying on from {resume.path}: {len(done)} of "
-              f"{len(settings.epsilons) * -(-len(labels) // settings.batch_size)} batch x epsilon steps done",
+              f"{len(epsilons) * -(-len(labels) // settings.batch_size)} batch x epsilon steps done",
               flush=True)
     start_time = time.perf_counter()
     batches = range(0, len(labels), settings.batch_size)
     bar = keras.utils.Progbar(len(batches), unit_name="batch") if progress else None
     for index, start in enumerate(batches):
         end = min(start + settings.batch_size, len(labels))
-        todo = [epsilon for epsilon in settings.epsilons if (start, float(epsilon)) not in done]
+        todo = [epsilon for epsilon in epsilons if (start, float(epsilon)) not in done]
         if todo or start not in batch_stats:
             x = tf.constant(images[start:end], tf.float32)
             y = tf.constant(labels[start:end])

@@ -32,7 +32,8 @@ _ZERO_GRADIENT_LIMIT = 0.01
 _ALLOWANCE_IMAGES = 1
 _GAP_LIMIT = 0.05  # Accuracy (0-1) by which PGD may overstate robustness beyond the reference's.
 STRONG = "aa-like"
-GRADIENT_ATTACKS = ("pgd", "fgsm")  # The best one run is compared with the strong attack.
+# Compared with the strong attack: every PGD run (the largest gap counts), else FGSM.
+GRADIENT_ATTACKS = ("pgd", "pgd-50", "fgsm")
 
 
 def _verdict(passed, detail):
@@ -121,17 +122,16 @@ def strong_gap(evaluations):
     """
     if STRONG not in evaluations:
         return None
-    gradient = next((name for name in GRADIENT_ATTACKS if name in evaluations), None)
-    if gradient is None:
-        return None
-    pair = {gradient: evaluations[gradient], STRONG: evaluations[STRONG]}
-    shared = common_indices(pair)
-    weak, strong = pair[gradient].on(shared), pair[STRONG].on(shared)
-    gaps = [(float(weak[e].mean() - strong[e].mean()), e) for e in sorted(set(weak) & set(strong))]
-    if not gaps:
-        return None
-    gap, epsilon = max(gaps)
-    return gap, epsilon, gradient
+    run = [name for name in GRADIENT_ATTACKS if name in evaluations]
+    pgds = [name for name in run if name != "fgsm"]
+    gaps = []
+    for gradient in pgds or run[:1]:
+        pair = {gradient: evaluations[gradient], STRONG: evaluations[STRONG]}
+        shared = common_indices(pair)
+        weak, strong = pair[gradient].on(shared), pair[STRONG].on(shared)
+        gaps.extend((float(weak[e].mean() - strong[e].mean()), e, gradient)
+                    for e in sorted(set(weak) & set(strong)))
+    return max(gaps) if gaps else None
 
 
 def check_strong_gap(evaluations_by_model, reference="baseline"):

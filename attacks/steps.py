@@ -6,12 +6,16 @@ epsilon and step size as tensors) and compile it with XLA when `settings.jit_com
 wraps ART (`attacks.strong`) around one compiled inference model.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
 from attacks.fgsm import step_from_gradient
 from attacks.pgd import default_step_size
 from attacks.pgd import pgd
+
+PGD_50_STEPS = 50
 
 
 def _specs(image_spec):
@@ -46,6 +50,11 @@ def build_pgd(model, settings, image_spec):
                     batch.seed)
 
     return attack
+
+
+def build_pgd_50(model, settings, image_spec):
+    """PGD with 50 steps whatever settings.pgd_steps says (the field's stronger PGD)."""
+    return build_pgd(model, dataclasses.replace(settings, pgd_steps=PGD_50_STEPS), image_spec)
 
 
 def build_strong(model, settings, image_spec):

@@ -49,10 +49,14 @@ ATTACKS = {attack.name: attack for attack in (
            "steps of step_size, restarts keep the first success",
            "attacks.steps:build_pgd", not_weaker_than=("fgsm",),
            settings=("pgd_steps", "pgd_step_size", "pgd_restarts")),
+    Attack("pgd-50", "PGD-50", "PGD with 50 steps (step 2.5 * epsilon / 50 unless pgd_step_size "
+           "is set), random start, restarts keep the first success",
+           "attacks.steps:build_pgd_50", not_weaker_than=("pgd", "fgsm"),
+           settings=("pgd_step_size", "pgd_restarts")),
     Attack("aa-like", "AutoAttack-like (ART)",
            "APGD-CE, APGD-DLR and Square from ART (attacks/strong.py), each on the images the "
            "ones before left correct; not the official AutoAttack",
-           "attacks.steps:build_strong", not_weaker_than=("pgd", "fgsm"),
+           "attacks.steps:build_strong", not_weaker_than=("pgd-50", "pgd", "fgsm"),
            settings=("strong",)),
 )}
 

@@ -13,8 +13,20 @@ comma-separated tuples). Nothing here imports TensorFlow.
 """
 
 import ast
+import re
 
 ARM_STAGES = ("baseline", "pretrain")
+
+# The paper's three models, which stage compare trains first unless config.compare.paper_arms
+# is off: (name, training stage, config changes); the same network, data, schedule and seed.
+PAPER_ARMS = (
+    ("baseline", "baseline", {}),  # Cross-entropy alone.
+    ("supcon", "pretrain", {"loss.margin_weight": 0.0}),  # SupCon + CE.
+    ("supcon_margin", "pretrain", {}),  # SupCon + margin + CE: the paper's method.
+)
+
+# NAME_seedK: the model NAME trained with seed K (see `seed_replica`).
+_SEED_REPLICA = re.compile(r"^(?P<name>.+)_seed(?P<seed>[0-9]+)$")
 
 
 def parse_value(text):
@@ -58,5 +70,28 @@ def arm_config(config, changes):
 
 
 def arms(config):
-    """{name: (stage, changes)} of config.arms, in the order they were set."""
+    """{name: (stage, changes)} of config.arms, by name (a ConfigDict keeps its keys sorted)."""
     return {name: parse(text) for name, text in (config.get("arms") or {}).items()}
+
+
+def compared(config):
+    """[(name, stage, changes)] that stage compare trains, in order: the paper's three
+    (unless config.compare.paper_arms is off), then config.arms by name, every NAME_seedK
+    after the others (by K): each model once before any is trained again."""
+    paper = list(PAPER_ARMS) if config.get("compare", {}).get("paper_arms", True) else []
+    own = sorted(arms(config).items(), key=lambda item: seed_replica(item[0])[1] or 0)
+    return paper + [(name, stage, changes) for name, (stage, changes) in own]
+
+
+def parse_pair(text):
+    """("A", "B") of a verdict pair "A - B" (A judged against B); ValueError if malformed."""
+    names = [part.strip() for part in str(text).split(" - ")]
+    if len(names) != 2 or not all(names) or names[0] == names[1]:
+        raise ValueError("must be 'A - B': two different models, A judged against B")
+    return tuple(names)
+
+
+def seed_replica(name):
+    """(NAME, K) for an arm named NAME_seedK, the model NAME trained with seed K; else (name, None)."""
+    found = _SEED_REPLICA.match(name)
+    return (found["name"], int(found["seed"])) if found else (name, None)

@@ -98,6 +98,15 @@ def base_config():
     # beside them (configs/arms.py): NAME = "STAGE; field=value; ...". None by default.
     config.arms = ml_collections.ConfigDict()
 
+    # Stage `compare` (stages/compare.py): the models it trains and the pairs its verdict
+    # judges. An arm named NAME_seedK (configs/arms.py) is NAME trained with another seed:
+    # the verdict pools a pair over every seed that both of its models were trained with.
+    config.compare = ml_collections.ConfigDict(dict(
+        paper_arms=True,  # Train the paper's three (baseline, supcon, supcon_margin) before the arms.
+        pairs=("supcon_margin - baseline", "supcon_margin - supcon"),  # "A - B": A judged against B.
+        claim="paper",  # Set beside the verdict: "paper" (arXiv 2412.19747's claim), other text, or "".
+    ))
+
     config.finetune = ml_collections.ConfigDict(dict(
         mode="linear",  # linear: frozen encoder, new linear classifier; full: train all.
         epochs=20,
@@ -113,6 +122,10 @@ def base_config():
         # larger one) for slow attacks; 0 runs it on every test image.
         subsets=ml_collections.ConfigDict({name.replace("-", "_"): 0 for name in ATTACKS}),
         epsilons=(0, 1, 2, 4, 8, 16),  # Out of 255.
+        # An attack's own epsilons, where it runs at others than `epsilons` (a slow attack at
+        # the two that matter, say); empty: `epsilons`. The worst case covers the epsilons
+        # every attack ran at.
+        own_epsilons=ml_collections.ConfigDict({name.replace("-", "_"): () for name in ATTACKS}),
         # The "aa-like" attack (add it to `attacks`): ART's APGD-CE, APGD-DLR and Square,
         # each on the images the ones before left correct (attacks/strong.py).
         strong=ml_collections.ConfigDict(dict(

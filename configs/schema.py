@@ -204,6 +204,10 @@ FIELDS = {
     "validation.stop_on_collapse": Flag(),
     "validation.use": Choice(("best", "last")),
 
+    "compare.paper_arms": Flag(),
+    "compare.pairs": Items(Text(), unique=True),
+    "compare.claim": Text(),
+
     "finetune.mode": Choice(("linear", "full")),
     "finetune.epochs": _POSITIVE,
     "finetune.learning_rate": _RATE,
@@ -214,6 +218,8 @@ FIELDS = {
     "attack.attacks": Items(Choice(tuple(ATTACKS)), min_length=1, unique=True),
     "attack.epsilons": Items(Number(float, 0.0, 255.0), min_length=1, unique=True),
     **{f"attack.subsets.{name.replace('-', '_')}": _COUNT for name in ATTACKS},
+    **{f"attack.own_epsilons.{name.replace('-', '_')}": Items(Number(float, 0.0, 255.0), unique=True)
+       for name in ATTACKS},
     "attack.strong.attacks": Items(Choice(("apgd-ce", "apgd-dlr", "square")), min_length=1, unique=True),
     "attack.strong.apgd_steps": _POSITIVE,
     "attack.strong.apgd_restarts": _POSITIVE,
@@ -351,6 +357,21 @@ def _check_arm(name, value, rules):
             _fail(name, value, f"{field}={change} {problem}")
 
 
+def _check_pairs(config):
+    """config.compare.pairs: each "A - B", both models trained by stage compare."""
+    trained = [name for name, _, _ in arms.compared(config)]
+    for pair in config.compare.pairs:
+        try:
+            names = arms.parse_pair(pair)
+        except ValueError as error:
+            _fail("compare.pairs", config.compare.pairs, f"item {pair!r} {error}")
+        unknown = [name for name in names if name not in trained]
+        if unknown:
+            _fail("compare.pairs", config.compare.pairs,
+                  f"item {pair!r} names {unknown[0]!r}, which stage compare does not train "
+                  f"(it trains {', '.join(trained) or 'nothing'})")
+
+
 def _check_relations(config):
     """The rules that tie one field to another."""
     loss = config.loss
@@ -362,6 +383,8 @@ def _check_relations(config):
         if schedule.warmup_epochs > schedule.epochs:
             _fail(f"{section}.warmup_epochs", schedule.warmup_epochs,
                   f"must be at most {section}.epochs={schedule.epochs}")
+    if "compare" in config:
+        _check_pairs(config)
     if "adversarial" in config:
         adversarial = config.adversarial
         if adversarial.trades_beta and adversarial.method == "none":

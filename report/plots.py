@@ -5,6 +5,9 @@
 - verdict.png (the comparison of several models): the method minus each other model, in
   points with error bars of 2 standard errors, one panel per attack: a bar clear of zero
   is a difference, one across it is not.
+- validation.png (models trained with robust validation): robust and clean validation
+  accuracy after every epoch, one line per model, the kept (best) epoch marked: where the
+  robust line peaks and falls, the model overfits robustly (Rice et al. 2020).
 - embeddings.png: a t-SNE map of each model's test features, coloured by class, with
   the cosine silhouette score (how well the classes separate, -1 to 1) in each title.
   Models with identical features (a linear probe keeps its encoder) share one panel.
@@ -55,38 +58,71 @@ def robustness_figure(rows, title):
 
 
 def difference_figure(comparisons, title):
-    """The method's accuracy minus each reference's (points, ±2 SE) against epsilon, per attack.
+    """Each method's accuracy minus each reference's (points, ±2 SE) against epsilon, per attack.
 
-    `comparisons` is what report.verdict.compare returns; the clean images are the first
-    point of every panel.
+    `comparisons` is what report.verdict.compare returns (or several of its lists joined,
+    for several methods); the clean images are the first point of every panel.
     """
     attacks = list(dict.fromkeys(e["attack"] for e in comparisons if e["attack"] != "clean"))
-    clean = [e for e in comparisons if e["attack"] == "clean"]
-    references = list(dict.fromkeys(r for e in comparisons for r in e["differences"]))
+    series = list(dict.fromkeys((e["method"], r) for e in comparisons for r in e["differences"]))
+    methods = list(dict.fromkeys(method for method, _ in series))
     palette = matplotlib.colormaps["tab10"]
-    figure = Figure(figsize=(4.6 * max(len(attacks), 1) + 0.6, 3.8))
+    figure = Figure(figsize=(4.6 * max(len(attacks), 1) + 0.6, 3.8 + 0.25 * max(len(series) - 2, 0)))
     axes = figure.subplots(1, max(len(attacks), 1), sharey=True, squeeze=False)[0]
     for axis, attack in zip(axes, attacks):
-        entries = clean + sorted((e for e in comparisons if e["attack"] == attack),
-                                 key=lambda e: e["epsilon"])
-        labels = ["clean"] + [epsilon_label(e["epsilon"]) for e in entries[len(clean):]]
-        for index, reference in enumerate(references):
-            shift = (index - (len(references) - 1) / 2) * 0.15
-            points = [(position + shift, e["differences"][reference])
-                      for position, e in enumerate(entries) if reference in e["differences"]]
-            axis.errorbar([x for x, _ in points], [100 * d["difference"] for _, d in points],
+        entries = [e for e in comparisons if e["attack"] == attack]
+        epsilons = sorted({e["epsilon"] for e in entries})
+        shown = [e for e in comparisons if e["attack"] == "clean"] + entries
+        for index, (method, reference) in enumerate(series):
+            shift = (index - (len(series) - 1) / 2) * 0.15
+            points = [(0 if e["attack"] == "clean" else 1 + epsilons.index(e["epsilon"]),
+                       e["differences"][reference]) for e in shown
+                      if e["method"] == method and reference in e["differences"]]
+            axis.errorbar([x + shift for x, _ in points], [100 * d["difference"] for _, d in points],
                           yerr=[200 * d["standard_error"] for _, d in points], fmt="o", capsize=3,
-                          color=palette(index + 2), label=f"minus {reference}")
+                          color=palette((index + 2) % 10),
+                          label=f"minus {reference}" if len(methods) == 1 else f"{method} - {reference}")
         axis.axhline(0.0, color="black", linewidth=0.8)
-        axis.set_xticks(range(len(labels)), labels)
+        axis.set_xticks(range(len(epsilons) + 1), ["clean"] + [epsilon_label(e) for e in epsilons])
         axis.set_xlabel("epsilon (L-infinity)")
-        sizes = sorted({e["n"] for e in entries[len(clean):]})
+        sizes = sorted({e["n"] for e in entries})
         axis.set_title(f"{attack_table.title(attack)} ({' or '.join(map(str, sizes))} images)")
         axis.grid(alpha=0.3)
-    method = comparisons[0]["method"] if comparisons else "method"
-    axes[0].set_ylabel(f"{method} minus other (points, ±2 SE)")
-    axes[-1].legend(loc="upper right")
+    axes[0].set_ylabel(f"{methods[0]} minus other (points, ±2 SE)" if len(methods) == 1
+                       else "difference (points, ±2 SE)")
+    axes[-1].legend(loc="upper right", fontsize="small" if len(series) > 2 else None)
     figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def validation_figure(histories, title):
+    """Validation accuracy (%) against epoch, robust (solid) and clean (dashed), per model.
+
+    `histories`: {model: {"epoch": [...], "val_robust_accuracy": [...],
+    "val_clean_accuracy": [...], "best_epoch": int or None}} (epochs counted from 1).
+    """
+    palette = matplotlib.colormaps["tab10"]
+    figure = Figure(figsize=(7.5, 4.6))
+    axis = figure.subplots()
+    for index, (model, history) in enumerate(histories.items()):
+        colour = palette(index % 10)
+        epochs = history["epoch"]
+        axis.plot(epochs, [100 * a for a in history["val_robust_accuracy"]], color=colour,
+                  linewidth=2, label=f"{model} robust")
+        if history.get("val_clean_accuracy"):
+            axis.plot(epochs, [100 * a for a in history["val_clean_accuracy"]], color=colour,
+                      linewidth=1, linestyle="--", label=f"{model} clean")
+        best = history.get("best_epoch")
+        if best in epochs:
+            axis.plot([best], [100 * history["val_robust_accuracy"][epochs.index(best)]], marker="*",
+                      markersize=12, color=colour, linestyle="none")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation accuracy (%)")
+    axis.set_ylim(bottom=0)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small", ncol=2)
+    axis.set_title(title)
     figure.tight_layout()
     return figure
 

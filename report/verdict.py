@@ -16,6 +16,11 @@ A difference is called:
 - "better" if it exceeds +2 SE, "worse" if below -2 SE (about 95% two-sided);
 - "no clear difference" otherwise.
 
+Several seeds: `pool(per_seed)` joins the comparisons of the same pair made with models
+trained with different seeds (each pair attacked on the same images): the accuracies and
+the difference are the means over the seeds, and SE = sqrt(sum of SE_k^2) / K, the seeds
+being independent (each SE_k paired within its seed).
+
 `markdown(comparisons, claim)` writes it as a table and a few plain sentences: what the
 paper claims, and where this run supports it, where it contradicts it, and where it
 cannot tell.
@@ -91,6 +96,34 @@ def compare(rows, method, references, masks=None):
     return entries
 
 
+def pool(per_seed):
+    """The comparisons of the same method and references made with each seed's models
+    ([entries of `compare`] per seed, models named alike), as one: the entries every seed
+    has, with mean accuracies and differences and the pooled standard error (module
+    docstring). Each entry's `seeds` lists the seeds pooled."""
+    keyed = [{(e["attack"], e["epsilon"]): e for e in entries} for entries in per_seed]
+    pooled = []
+    for key, first in keyed[0].items():
+        found = [entries.get(key) for entries in keyed]
+        if any(e is None or e["n"] != first["n"] for e in found):
+            continue
+        k = len(found)
+        differences = {}
+        for reference in first["differences"]:
+            each = [e["differences"][reference] for e in found]
+            difference = sum(d["difference"] for d in each) / k
+            error = math.sqrt(sum(d["standard_error"] ** 2 for d in each)) / k
+            differences[reference] = {"difference": difference, "standard_error": error,
+                                      "paired": all(d["paired"] for d in each),
+                                      "call": _call(difference, error),
+                                      "by_seed": [d["difference"] for d in each]}
+        pooled.append(dict(first, accuracy={model: sum(e["accuracy"][model] for e in found) / k
+                                            for model in first["accuracy"]},
+                           differences=differences,
+                           seeds=[seed for e in found for seed in e.get("seeds", [None])]))
+    return pooled
+
+
 def _attack_order(rows):
     names = list(dict.fromkeys(row["attack"] for row in rows if row["attack"] != "clean"))
     return [n for n in names if n != attack_table.WORST] + [n for n in names if n == attack_table.WORST]
@@ -127,6 +160,11 @@ def markdown(entries, claim=None):
            if paired else "binomial, the two models' errors taken as independent: conservative")
     lines.append(f"Accuracy in percent; differences in points, with twice their standard error "
                  f"({how}); **better**/**worse**: beyond 2 SE.")
+    seeds = entries[0].get("seeds") or []
+    if len(seeds) > 1:
+        lines[-1] += (f" Each accuracy is the mean over the models trained with seeds "
+                      f"{', '.join(map(str, seeds))}, and each difference the mean of the seeds' "
+                      f"differences, its SE pooled from theirs (seeds independent).")
     lines.append("")
     if claim:
         lines.append(f"The claim: {claim}")

@@ -1,21 +1,25 @@
-"""Stage `compare`: the paper's comparison, three models trained alike, attacked alike.
+"""Stage `compare`: models trained alike, attacked alike, judged pair by pair.
 
-The arms (the same network, data, schedule and seed; only the loss differs):
+The models (the same network, data, schedule and seed; only what the config changes
+differs): by default the paper's three (`configs.arms.PAPER_ARMS`),
 
 1. `baseline`: cross-entropy alone (the baseline stage);
 2. `supcon`: SupCon + CE, margin weight 0 (the pretrain stage);
 3. `supcon_margin`: SupCon + margin + CE, the paper's method (the pretrain stage with the
-   config's margin).
+   config's margin);
 
-Any further arm of config.arms (`configs/arms.py`; the demo's `robust`, say) trains and
-is attacked beside them. Each arm trains in WORKDIR/<arm>/ through `stages.train` (so it resumes after a crash
-and is skipped when done), then `stages.attack` evaluates all three on the same test
-images and writes the report to WORKDIR/attack/, with verdict.md/.json/.png: the method
-against each other arm, attack by attack and epsilon by epsilon, with standard errors
-(`report.verdict`). WORKDIR/compare.json records what produced it: the commit of the
-last run and of the run that finished each arm, the machine, the data's sha256, the
-seed, each arm's config and training time, the attacks' compute time (summed over the
-evaluations, whichever run did them) and the commit that wrote the report.
+then every arm of config.arms (`configs/arms.py`; the demo's `robust`, say);
+`config.compare.paper_arms=False` trains the arms alone (configs/robust_photos.py). Each
+trains in WORKDIR/<model>/ through `stages.train` (so it resumes after a crash and is
+skipped when done), then `stages.attack` evaluates them all on the same test images and
+writes the report to WORKDIR/attack/, with verdict.md/.json/.png: each pair "A - B" of
+config.compare.pairs, A against B, attack by attack and epsilon by epsilon, with standard
+errors (`report.verdict`). Where arms NAME_seedK train A and B again with seed K, the
+pair is judged on every seed both have, pooled. WORKDIR/compare.json records what
+produced it: the commit of the last run and of the run that finished each model, the
+machine, the data's sha256, the seed, each model's config and training time, the
+attacks' compute time (summed over the evaluations, whichever run did them) and the
+commit that wrote the report.
 """
 
 import json
@@ -38,12 +42,6 @@ CLAIM = ("margin-based supervised contrastive training (SupCon + margin + CE) ra
          "accuracy by up to 2.5 points at the larger epsilons over the baseline while keeping "
          "clean accuracy (ResNet-18, CIFAR-100; the paper evaluates with FGSM only).")
 
-# (arm, training stage, config changes): the paper's three models.
-ARMS = (
-    ("baseline", "baseline", {}),
-    ("supcon", "pretrain", {"loss.margin_weight": 0.0}),
-    ("supcon_margin", "pretrain", {}),
-)
 
 
 def _commit():
@@ -76,8 +74,9 @@ def run(config, workdir):
     except (OSError, ValueError):
         record = {"arms": {}}
     paths = {}
-    # The paper's three, then the config's own arms (configs/arms.py), attacked alike.
-    chosen = list(ARMS) + [(arm, stage, changes) for arm, (stage, changes) in arms.arms(config).items()]
+    chosen = arms.compared(config)
+    if not chosen:
+        raise UserError("--config.compare.paper_arms=False and no config.arms: nothing to compare.")
     for arm, stage, changes in chosen:
         arm_workdir = os.path.join(workdir, arm)
         print(f"== {arm}: {stage} stage" + (f" with {changes}" if changes else ""), flush=True)
@@ -99,6 +98,14 @@ def run(config, workdir):
                       data_sha256=specs.data_sha256(config.data.data_dir), seed=config.seed,
                       config=json.loads(config.to_json_best_effort()))
         atomic_files.write_json(record_path, record)
+    histories = validation_histories({arm: os.path.join(workdir, arm, stage)
+                                      for arm, stage, _ in chosen})
+    if histories:
+        os.makedirs(os.path.join(workdir, "attack"), exist_ok=True)
+        atomic_files.save_figure(
+            plots.validation_figure(histories, "Robust validation after every epoch (the star: "
+                                    "the epoch kept)"),
+            os.path.join(workdir, "attack", "validation.png"))
     print("== attack", flush=True)
     start = time.time()
     evaluations = {}
@@ -112,13 +119,65 @@ def run(config, workdir):
     record.pop("attack_commit", None)
     atomic_files.write_json(record_path, record)
     masks = {model: attack.image_masks(by_attack) for model, by_attack in evaluations.items()}
-    comparisons = verdict.compare(results["rows"], "supcon_margin", ("baseline", "supcon"), masks)
+    groups = judge(config.compare.pairs, results["rows"], masks, config.seed)
+    comparisons = [entry for group in groups for entry in group]
     atomic_files.write_json(os.path.join(workdir, "attack", "verdict.json"), comparisons)
-    text = verdict.markdown(comparisons, CLAIM)
+    claim = CLAIM if config.compare.claim == "paper" else config.compare.claim or None
+    text = "\n".join(verdict.markdown(group, claim if index == 0 else None)
+                     for index, group in enumerate(groups)) if groups else verdict.markdown([])
     atomic_files.write_text(os.path.join(workdir, "attack", "verdict.md"), text)
     atomic_files.save_figure(
-        plots.difference_figure(comparisons, "supcon_margin (the paper's method) against the "
-                                "other models, on the same test images"),
+        plots.difference_figure(comparisons, "Each model against the others it is judged "
+                                "against, on the same test images"),
         os.path.join(workdir, "attack", "verdict.png"))
     print("\n" + text)
     return results
+
+
+def validation_histories(folders):
+    """{model: its robust validation per epoch} (`report.plots.validation_figure`) for the
+    models of {model: stage folder} that validated robustly (their best.json)."""
+    histories = {}
+    for model, folder in folders.items():
+        record = atomic_files.read_json(os.path.join(folder, robust_validation.BEST_RECORD))
+        if record and record.get("per_epoch"):
+            per_epoch = record["per_epoch"]
+            histories[model] = {
+                "epoch": [e["epoch"] for e in per_epoch],
+                "val_robust_accuracy": [e["robust_accuracy"] for e in per_epoch],
+                "val_clean_accuracy": [e["clean_accuracy"] for e in per_epoch],
+                "best_epoch": (record.get("best") or {}).get("epoch")}
+    return histories
+
+
+def judge(pairs, rows, masks, seed):
+    """[[verdict entries]]: a group per method and set of seeds, its pairs "A - B" from `pairs`.
+
+    Models named NAME_seedK are NAME trained with seed K (`configs.arms.seed_replica`); a
+    pair is judged with every seed both of its models have (the config's own `seed` for
+    the models without the suffix) and pooled over them (`report.verdict.pool`).
+    """
+    by_seed = {}  # seed -> {name as the pairs say it: model name in the rows}
+    for model in dict.fromkeys(row["model"] for row in rows):
+        name, replica = arms.seed_replica(model)
+        by_seed.setdefault(seed if replica is None else replica, {})[name] = model
+    references = {}  # method -> {seeds: [references]}
+    for pair in pairs:
+        method, reference = arms.parse_pair(pair)
+        seeds = tuple(k for k, names in by_seed.items() if method in names and reference in names)
+        if seeds:
+            references.setdefault(method, {}).setdefault(seeds, []).append(reference)
+    groups = []
+    for method, by_seeds in references.items():
+        for seeds, names in by_seeds.items():
+            per_seed = []
+            for k in seeds:
+                models = by_seed[k]
+                renamed = [dict(row, model=name) for name, model in models.items()
+                           for row in rows if row["model"] == model]
+                entries = verdict.compare(renamed, method, tuple(names),
+                                          {name: masks[model] for name, model in models.items()
+                                           if model in masks})
+                per_seed.append([dict(entry, seeds=[k]) for entry in entries])
+            groups.append(verdict.pool(per_seed) if len(per_seed) > 1 else per_seed[0])
+    return [group for group in groups if group]

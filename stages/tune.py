@@ -36,12 +36,13 @@ from tuning import report
 from tuning import tuner as tuner_lib
 
 INPUTS = "inputs.json"
-# The config fields that decide the search's results. The budget (tune.max_trials) may
-# grow on a rerun, which then runs the extra trials; how trials are spread over processes
-# and tune.overwrite decide nothing.
-SPEC = specs.StageSpec("tune", reads=(
-    "seed", "data", "model", "train", "loss", "tune", "attack.pgd_steps", "attack.pgd_step_size",
-    "attack.pgd_restarts", "attack.use_predictions", "attack.batch_size", "attack.jit_compile"))
+# The config fields that decide the search's results: pretrain's (a trial trains pretrain's
+# model, adversarially where config.adversarial trains pretrain), the search's and its
+# objective's. The budget (tune.max_trials) may grow on a rerun, which then runs the extra
+# trials; how trials are spread over processes and tune.overwrite decide nothing.
+SPEC = specs.StageSpec(specs.PRETRAIN.name, reads=specs.PRETRAIN.reads + (
+    "tune", "attack.pgd_steps", "attack.pgd_step_size", "attack.pgd_restarts",
+    "attack.use_predictions", "attack.batch_size", "attack.jit_compile"))
 NOT_DECIDING = ("tune.max_trials", "tune.trials_per_process", "tune.overwrite")
 OWN = (tuner_lib.SEARCH, tuner_lib.TRIALS, tuner_lib.TENSORBOARD, INPUTS, "config.json",
        "summary.json", "summary.md", "objective.png", report.BEST_CONFIG)
@@ -105,6 +106,9 @@ def run(config, workdir):
     print(f"tune: {config.tune.algorithm} search of {config.tune.max_trials} trials in {out}"
           + ("" if role == "local" else f" as the {role} {os.environ['KERASTUNER_TUNER_ID']}"),
           flush=True)
+    if "adversarial.method" in inputs:
+        print(f"tune: every trial trains adversarially ({config.adversarial.method} at "
+              f"{config.adversarial.epsilon:g}/255)", flush=True)
     if role == "chief" or not config.tune.trials_per_process:
         tuner_lib.search(config, workdir, key)
     else:

@@ -299,3 +299,27 @@ def test_the_embedding_picture_draws_its_images_from_every_class_of_a_sorted_tes
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_an_attack_runs_at_its_own_epsilons_and_pgd_50_takes_fifty_steps(model, monkeypatch):
+    from attacks import steps
+
+    x, y = batch(24, seed=5)
+    settings = AttackSettings(epsilons=(0.0, 1 / 255, 8 / 255), pgd_steps=3, batch_size=24,
+                              jit_compile=False, own_epsilons={"pgd-50": (0.0, 8 / 255)})
+    assert settings.epsilons_of("fgsm") == (0.0, 1 / 255, 8 / 255)
+    assert settings.epsilons_of("pgd-50") == (0.0, 8 / 255)
+    # The record key holds the epsilons the attack ran at; PGD-50's never holds pgd_steps.
+    assert settings.key("pgd-50")["epsilons"] == [0.0, 8 / 255] and "pgd_steps" not in settings.key("pgd-50")
+    assert settings.key("pgd")["epsilons"] == [0.0, 1 / 255, 8 / 255]
+    seen = []
+    original = steps.pgd
+    monkeypatch.setattr(steps, "pgd", lambda *args: seen.append(args[4]) or original(*args))
+    evaluations = {name: evaluate(model, x, y, name, settings, progress=False) for name in ("pgd", "pgd-50")}
+    assert set(seen) == {3, 50}
+    assert sorted(evaluations["pgd-50"].correct) == [0.0, 8 / 255]
+    # Not weaker than PGD-10 image by image beyond the checks' allowance, and the worst case
+    # covers the epsilons both attacks ran at.
+    assert evaluations["pgd-50"].correct[8 / 255].sum() <= evaluations["pgd"].correct[8 / 255].sum() + 1
+    assert sorted(worst_case(evaluations)) == [0.0, 8 / 255]
+    assert sanity_checks.check(evaluations)["stronger_not_weaker"]["passed"]

@@ -108,3 +108,40 @@ def test_published_and_rerun_gives_the_same_numbers_without_training_or_attackin
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_pairs_are_judged_on_every_seed_both_models_have_and_pooled():
+    from stages import compare as compare_stage
+
+    def rows(model, clean, pgd):
+        return [{"model": model, "attack": "clean", "epsilon": 0.0, "accuracy": clean, "n": 1000},
+                {"model": model, "attack": "pgd", "epsilon": 8 / 255, "accuracy": pgd, "n": 1000}]
+
+    table = (rows("at_ce", 0.70, 0.38) + rows("at_supcon", 0.71, 0.40) + rows("at_ce_long", 0.72, 0.39)
+             + rows("at_ce_seed1", 0.69, 0.37) + rows("at_supcon_seed1", 0.70, 0.41))
+    groups = compare_stage.judge(("at_supcon - at_ce", "at_supcon - at_ce_long"), table, {}, seed=0)
+    # at_ce has both seeds, at_ce_long only seed 0: two groups, each with its own seeds.
+    assert [(g[0]["method"], list(g[0]["differences"]), g[0]["seeds"]) for g in groups] == [
+        ("at_supcon", ["at_ce"], [0, 1]), ("at_supcon", ["at_ce_long"], [0])]
+    pooled = groups[0][1]["differences"]["at_ce"]
+    assert pooled["difference"] == pytest.approx(((0.40 - 0.38) + (0.41 - 0.37)) / 2)
+    assert groups[1][1]["differences"]["at_ce_long"]["difference"] == pytest.approx(0.01)
+    # A pair whose models were not both evaluated is left out.
+    assert compare_stage.judge(("at_supcon - missing",), table, {}, seed=0) == []
+
+
+def test_the_robust_experiment_trains_each_arm_once_before_any_again_and_judges_its_arms_only():
+    from configs import arms, robust_photos, schema
+
+    config = schema.validate(robust_photos.get_config())
+    order = [name for name, _, _ in arms.compared(config)]
+    assert order[:3] == ["at_ce", "at_supcon", "at_supcon_margin"]
+    assert sorted(order[3:]) == ["at_ce_seed1", "at_supcon_margin_seed1", "at_supcon_seed1"]
+    stage, changes = dict((n, (s, c)) for n, s, c in arms.compared(config))["at_supcon_seed1"]
+    assert stage == "pretrain" and changes == {"loss.margin_weight": 0.0, "seed": 1}
+    assert [name for name, _, _ in arms.compared(robust_photos.get_config("seed0"))] == order[:3]
+    assert arms.seed_replica("at_supcon_margin_seed1") == ("at_supcon_margin", 1)
+    assert arms.seed_replica("at_ce") == ("at_ce", None)
+    # The paper's three come first by default.
+    from configs import demo
+    assert [n for n, _, _ in arms.compared(demo.get_config())] == ["baseline", "supcon", "supcon_margin", "robust"]

@@ -255,6 +255,15 @@ CONFIG_MISTAKES = {
         "Non-boolean argument"),
     "bogus_validation_use": flag_mistake(
         ["--config.validation.use=first"], "--config.validation.use=first", "one of best, last"),
+    # The comparison's pairs and an attack's own epsilons.
+    "pair_without_a_dash": flag_mistake(
+        ["--config.compare.pairs=supcon_margin"], "--config.compare.pairs", "must be 'A - B'"),
+    "pair_naming_an_untrained_model": flag_mistake(
+        ["--config.compare.pairs=supcon_margin - robust_long"], "--config.compare.pairs",
+        "names 'robust_long', which stage compare does not train"),
+    "own_epsilon_above_255": flag_mistake(
+        ["--config.attack.own_epsilons.pgd=0,8,300"], "--config.attack.own_epsilons.pgd",
+        "item 300", "[0, 255]"),
     "robust_validation_without_validation_images": flag_mistake(
         ["--config.adversarial.method=n_fgsm", "--config.data.validation_fraction=0"],
         "--config.data.validation_fraction=0.0", "robust validation needs validation images"),

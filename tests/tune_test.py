@@ -295,3 +295,17 @@ def test_a_search_whose_every_trial_fails_says_so_and_restores_global_state(tmp_
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_adversarial_training_enters_the_search_key_where_it_trains_the_trials():
+    from configs import demo
+    from stages import tune as tune_stage
+
+    plain = tune_stage.search_inputs(demo.get_config())
+    assert not any(name.startswith(("adversarial.", "validation.")) for name in plain)
+    config = demo.get_config()
+    config.adversarial.method = "n_fgsm"
+    robust = tune_stage.search_inputs(config)
+    assert robust["adversarial.method"] == "n_fgsm" and robust["adversarial.epsilon"] == 8.0
+    config.adversarial.stages = ("baseline",)  # Trials train pretrain's model: not adversarially.
+    assert tune_stage.search_inputs(config) == plain

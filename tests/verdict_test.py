@@ -90,3 +90,23 @@ def test_the_results_table_gives_each_accuracy_its_images_and_standard_error():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_two_seeds_pool_to_the_mean_difference_with_the_error_of_a_mean_of_two():
+    one = rows({"method": {("clean", 0): 0.70, ("pgd", 8): 0.42}, "base": {("clean", 0): 0.72, ("pgd", 8): 0.38}})
+    two = rows({"method": {("clean", 0): 0.74, ("pgd", 8): 0.40}, "base": {("clean", 0): 0.70, ("pgd", 8): 0.40}})
+    per_seed = [[dict(e, seeds=[seed]) for e in verdict.compare(table, "method", ("base",))]
+                for seed, table in ((0, one), (1, two))]
+    pooled = verdict.pool(per_seed)
+    pgd = pooled[1]
+    d = pgd["differences"]["base"]
+    assert pgd["seeds"] == [0, 1]
+    assert pgd["accuracy"] == pytest.approx({"method": 0.41, "base": 0.39})
+    assert d["difference"] == pytest.approx(0.02) and d["by_seed"] == pytest.approx([0.04, 0.0])
+    errors = [per_seed[k][1]["differences"]["base"]["standard_error"] for k in (0, 1)]
+    assert d["standard_error"] == pytest.approx(math.sqrt(errors[0] ** 2 + errors[1] ** 2) / 2)
+    assert d["call"] == ("better" if d["difference"] > 2 * d["standard_error"] else "none")
+    assert "mean over the models trained with seeds 0, 1" in verdict.markdown(pooled)
+    # An attack or epsilon one seed lacks is left out of the pooled verdict.
+    per_seed[1] = per_seed[1][:1]
+    assert [e["attack"] for e in verdict.pool(per_seed)] == ["clean"]

@@ -3,7 +3,8 @@
     python tools/publish_results.py runs/real_photos results/real_photos
 
 Copies what `--stage compare` wrote (attack/results.json, results.md, robustness.png,
-embeddings.png, verdict.md/.json/.png, compare.json: commit, machine, data sha256, seed, configs, times) and
+embeddings.png, verdict.md/.json/.png, compare.json: commit, machine, data sha256, seed, configs, times;
+validation.png, robustbench.json and the tune search's summary where they exist) and
 refuses to overwrite a folder that holds results of another commit unless --replace. Where
 that folder already holds the same accuracies (what `make reproduce` gives after restoring
 the committed progress: the report written again from the same models and records), it is
@@ -21,6 +22,10 @@ FILES = {"attack/results.json": "results.json", "attack/results.md": "results.md
          "attack/verdict.md": "verdict.md", "attack/verdict.json": "verdict.json",
          "attack/verdict.png": "verdict.png",
          "compare.json": "provenance.json"}
+# Copied where the experiment has them: the robust validation picture, the tune search's report.
+OPTIONAL = {"attack/validation.png": "validation.png", "attack/robustbench.json": "robustbench.json",
+            "tune/summary.md": "tune/summary.md", "tune/summary.json": "tune/summary.json",
+            "tune/objective.png": "tune/objective.png"}
 
 
 def _rows(path):
@@ -60,9 +65,13 @@ def main(argv=None):
                   "pass --replace to overwrite them.", file=sys.stderr)
             return 2
     os.makedirs(args.destination, exist_ok=True)
-    for source, name in FILES.items():
-        shutil.copyfile(os.path.join(args.workdir, source), os.path.join(args.destination, name))
-    print(f"copied {len(FILES)} files to {args.destination} (commit {commit})")
+    copied = 0
+    for source, name in {**FILES, **OPTIONAL}.items():
+        if source in FILES or os.path.exists(os.path.join(args.workdir, source)):
+            os.makedirs(os.path.dirname(os.path.join(args.destination, name)), exist_ok=True)
+            shutil.copyfile(os.path.join(args.workdir, source), os.path.join(args.destination, name))
+            copied += 1
+    print(f"copied {copied} files to {args.destination} (commit {commit})")
     return 0
 
 

@@ -57,7 +57,7 @@ def measure(classifier, images, labels, attack, epsilon, settings, traced=None):
     """(clean accuracy, accuracy under `attack` at `epsilon`) of `classifier` on float32
     images in [0, 1]; `epsilon` in [0, 1] pixel units, `settings` an AttackSettings (its
     epsilons are replaced by this one); `traced` as `attacks.evaluate.evaluate` takes it."""
-    settings = dataclasses.replace(settings, epsilons=(float(epsilon),))
+    settings = dataclasses.replace(settings, epsilons=(float(epsilon),), own_epsilons=None)
     evaluation = evaluate(classifier, images, np.asarray(labels), attack, settings, progress=False,
                           traced=traced)
     return evaluation.accuracy(), evaluation.accuracy(settings.epsilons[0])
