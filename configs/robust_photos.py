@@ -21,7 +21,7 @@ accuracy at 8/255 on 1,000 validation images after every epoch, and its best epo
 Arms 1-3 train again with seed 1 (`*_seed1`: another validation split, initialisation,
 data order and augmentation), and the verdict pools both seeds once both exist.
 
-The search (`:tune`): 10 Bayesian trials of 5 epochs on a seeded 10,000 of the training
+The search (`:tune`): 6 Bayesian trials of 5 epochs on a seeded 10,000 of the training
 images, the margin's form (pairwise or additive) and value searched, temperature and
 weights as the arms have them, each trial scored by PGD-10 accuracy at 8/255 on 1,000
 validation images (a trial under 20% clean accuracy does not qualify).
@@ -73,7 +73,7 @@ def get_config(arg=None):
     config.attack.own_epsilons.update(pgd=(0, 2, 4, 8, 16), pgd_50=(0, 2, 4, 8, 16),
                                       aa_like=(0, 4, 8))
     config.tune.update(
-        algorithm="bayesian", max_trials=10, epochs=5, margin_forms=("pairwise", "additive"),
+        algorithm="bayesian", max_trials=6, epochs=5, margin_forms=("pairwise", "additive"),
         pairwise_margin=(0.25, 2.0), additive_margin=(0.0, 0.4), temperature=(0.1, 0.1),
         supcon_weight=(1.0, 1.0), margin_weight=(1.0, 1.0), attack="pgd", epsilon=8.0,
         min_clean_accuracy=0.2, validation_examples=1000)
