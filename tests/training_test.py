@@ -178,3 +178,15 @@ def test_finetune_without_pretrain_says_what_to_run(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_channel_statistics_are_exact_without_a_float_copy_of_the_images():
+    # Half the images black, half white in channel 0; channel 1 all 51 (0.2); channel 2 random.
+    images = np.zeros((10, 4, 4, 3), np.uint8)
+    images[5:, :, :, 0] = 255
+    images[:, :, :, 1] = 51
+    images[:, :, :, 2] = np.random.default_rng(0).integers(0, 256, (10, 4, 4))
+    mean, std = builders.channel_statistics(images, chunk=3)
+    assert mean[:2] == pytest.approx((0.5, 0.2), abs=1e-15) and std[:2] == pytest.approx((0.5, 0.0), abs=1e-15)
+    pixels = images[..., 2].astype(np.float64) / 255.0
+    assert mean[2] == pytest.approx(pixels.mean(), abs=1e-14) and std[2] == pytest.approx(pixels.std(), abs=1e-14)
