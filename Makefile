@@ -75,8 +75,16 @@ test-slow: $(VENV)/.installed-test
 # Every figure of the Performance section, written to bench/results/<date>-<machine>.json and
 # bench/results.md. BENCH_FLAGS=--quick shortens it; BENCH_FLAGS=--demo also times `make demo`.
 # The PyTorch peer's rows need bench/.peer-venv (`make bench-peer` makes it), else say skipped.
+# First, in that venv, tests/torch_peer_test.py: the peer computes what the project computes.
 BENCH_FLAGS ?=
 bench: $(VENV)/.installed-test
+	@if [ ! -x $(PEER_VENV)/bin/python ]; then \
+		echo "tests/torch_peer_test.py skipped: no $(PEER_VENV) (make bench-peer makes it)"; \
+	elif ! $(PEER_VENV)/bin/python -c "import pytest" 2>/dev/null; then \
+		echo "tests/torch_peer_test.py skipped: no pytest in $(PEER_VENV) (make bench-peer adds it)"; \
+	else \
+		$(PEER_VENV)/bin/python -m pytest -q tests/torch_peer_test.py; \
+	fi
 	$(PY) bench/run_all.py $(BENCH_FLAGS)
 
 # The same tests under Bazel (WORKSPACE, BUILD, .bazelrc), offline: Debian's Bazel 4 is installed

@@ -35,8 +35,9 @@ setuptools.setup(
         "cpu": ["tensorflow-cpu==2.21.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
         "test": ["pytest", "pytest-xdist", "cleverhans==4.0.0"],
-        # Only for bench/peer_bench.py (`make bench-peer`, in its own venv); never needed to run.
-        "bench-peer": ["torch==2.13.0"],
+        # Only for bench/peer_bench.py and tests/torch_peer_test.py (`make bench-peer`, in its
+        # own venv); never needed to run.
+        "bench-peer": ["torch==2.13.0", "pytest"],
     },
     entry_points={"console_scripts": ["supcon-robust=run:entry_point"]},
 )

@@ -8,7 +8,11 @@ models/supcon_loss.py, models/margin_loss.py, models/optimizer.py):
   conv + BN + ReLU without max-pooling, four stages of two BasicBlocks of
   `channels(64|128|256|512, width)` channels (`max(8, round(base * width))`), a 1x1
   projection shortcut (conv + BN) where the shape changes, global average pooling;
-  convolutions without bias, BN momentum 0.1 (Keras' 0.9) and epsilon 1e-5;
+  convolutions without bias, padded as Keras' padding="same" (TensorFlow's rule, which
+  gives a 3x3 stride-2 convolution its one row and column of padding after the image, none
+  before: `SameConv2d`); BN momentum 0.1 (Keras' 0.9) and epsilon 1e-5, its moving variance
+  moved by the batch's biased variance as Keras' is (`BatchNorm2d`); Keras' initial weights
+  (truncated-normal he_normal convolutions, glorot_uniform dense kernels, zero biases);
 - the classifier Linear(features, 10) and the projection head Linear(features,
   channels(512, w)) -> ReLU -> Linear(., channels(128, w)) -> L2 normalisation; the
   classifier and the head's last layer run in float32, as the Keras heads do;
@@ -18,8 +22,15 @@ models/supcon_loss.py, models/margin_loss.py, models/optimizer.py):
   y d^2 + (1 - y) relu(m - d)^2 with d = sqrt(max(2 - 2 z_i.z_j, 1e-12)); summed with
   weights 1;
 - SGD, learning rate 0.1, momentum 0.9, weight decay 5e-4 on the convolution and dense
-  kernels only (the project excludes BN parameters and biases; PyTorch's decay is added
-  to the gradient, Keras' is decoupled: the same work per step).
+  kernels only (the project excludes BN parameters and biases). PyTorch's decay is added
+  to the gradient, and so runs through the momentum; Keras' is decoupled, lr * decay * w
+  taken off the weight directly. The first step from zero momentum is the same on both,
+  w - lr * (g + decay * w); later steps differ by where the decay goes, not in their work.
+
+tests/torch_peer_test.py proves the equivalence at width 1/16: with the Keras model's
+weights copied in, the peer gives the same logits (inference and training mode), moving
+statistics, embeddings, losses, gradients and first optimiser step, to float32 rounding.
+`make bench` runs it in bench/.peer-venv.
 
 Two workloads: "plain" (cross-entropy only, one view, B images a step, like the
 `baseline` stage and train_step_bench's plain fit) and "contrastive" (two views of B
@@ -48,6 +59,7 @@ only and prints every setting's images/s.
 import argparse
 import functools
 import itertools
+import math
 import os
 import statistics
 import time
@@ -68,6 +80,8 @@ TEMPERATURE = 0.1
 MARGIN = 1.0
 LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
 _SQUARED_DISTANCE_FLOOR = 1e-12
+# The standard deviation of a unit normal truncated at +-2 (Keras' VarianceScaling divides by it).
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
 
 WORKLOADS = ("plain", "contrastive")
 PRECISIONS = ("float32", "bfloat16")
@@ -96,10 +110,73 @@ def supported_precisions():
 # --- The network --------------------------------------------------------------------------
 
 
+def _same_padding(size, kernel, stride):
+    """(before, after) padding of TensorFlow's padding="same" along an axis of `size` values."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class SameConv2d(nn.Conv2d):
+    """A bias-free nn.Conv2d padded as Keras' Conv2D(padding="same") is (TensorFlow's rule).
+
+    Where the padding is odd TensorFlow puts the extra row and column after the image, not
+    before: a 3x3 stride-2 convolution of an even size pads 0 rows above and 1 below, so its
+    output i sees input rows 2i..2i+2, where nn.Conv2d(padding=1) would see 2i-1..2i+1. Those
+    convolutions (the first of stages 2-4) pad explicitly; every other one is symmetric and
+    takes nn.Conv2d's own padding.
+    """
+
+    def __init__(self, c_in, c_out, kernel, stride):
+        super().__init__(c_in, c_out, kernel, stride, padding=0, bias=False)
+
+    def forward(self, x):
+        (top, bottom), (left, right) = (
+            _same_padding(size, kernel, stride)
+            for size, kernel, stride in zip(x.shape[-2:], self.kernel_size, self.stride))
+        if (top, left) == (bottom, right):
+            return F.conv2d(x, self.weight, None, self.stride, (top, left))
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, None, self.stride)
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d whose moving variance moves by the batch's biased variance, as Keras' does.
+
+    PyTorch moves it by the unbiased variance, n / (n - 1) times larger (n = B * H * W);
+    both normalise by the biased one. Here PyTorch's own kernel moves a copy of the moving
+    variance (autograd keeps that copy for the backward pass, so it must not change after),
+    from which a few operations on [C] vectors give the layer's own Keras' value.
+    """
+
+    def forward(self, x):
+        if not (self.training and self.track_running_stats):
+            return super().forward(x)
+        moved = self.running_var.clone()
+        outputs = F.batch_norm(x, self.running_mean, moved, self.weight, self.bias, True,
+                               self.momentum, self.eps)
+        with torch.no_grad():
+            count = x.numel() // x.shape[1]
+            # moved = (1 - m) v_old + m v n / (n - 1); Keras' is (1 - m) v_old + m v.
+            unbiased_step = moved - (1.0 - self.momentum) * self.running_var
+            self.running_var.copy_(moved - unbiased_step / count)
+        return outputs
+
+
 def _conv_bn(c_in, c_out, kernel, stride):
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(c_out, eps=1e-5, momentum=0.1))
+    return nn.Sequential(SameConv2d(c_in, c_out, kernel, stride),
+                         BatchNorm2d(c_out, eps=1e-5, momentum=0.1))
+
+
+def keras_initialisation(module):
+    """Keras' initial weights: he_normal convolutions (a normal truncated at 2 standard
+    deviations, scaled to variance 2 / fan_in), glorot_uniform Dense kernels, zero biases."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            fan_in = layer.weight[0].numel()
+            std = math.sqrt(2.0 / fan_in) / _TRUNCATED_NORMAL_STD
+            nn.init.trunc_normal_(layer.weight, std=std, a=-2.0 * std, b=2.0 * std)
+        elif isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 class BasicBlock(nn.Module):
@@ -132,9 +209,6 @@ class ResNet18(nn.Module):
                 c_in = channels(base, width)
         self.blocks = nn.Sequential(*blocks)
         self.feature_dim = c_in
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):  # he_normal, as the Keras convolutions.
-                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, images):
         x = (images - self.mean) / self.std
@@ -171,6 +245,7 @@ class PeerNetwork(nn.Module):
         self.encoder = ResNet18(width)
         self.classifier = _Float32Linear(self.encoder.feature_dim, NUM_CLASSES)
         self.projection_head = ProjectionHead(self.encoder.feature_dim, width) if contrastive else None
+        keras_initialisation(self)
 
     def forward(self, images):
         features = self.encoder(images)
@@ -233,10 +308,10 @@ def make_optimizer(network):
 # --- The step ---------------------------------------------------------------------------------
 
 
-def synthetic_batch(batch_size, views=1, seed=0):
+def synthetic_batch(batch_size, views=1, seed=0, image_shape=IMAGE_SHAPE):
     """A fixed batch: images [V*B, 3, 32, 32] in [0, 1] (view-major) and labels [V*B]."""
     generator = torch.Generator().manual_seed(seed)
-    height, width, depth = IMAGE_SHAPE
+    height, width, depth = image_shape
     images = torch.rand((views, batch_size, depth, height, width), generator=generator)
     labels = torch.randint(0, NUM_CLASSES, (batch_size,), generator=generator)
     return images.reshape(views * batch_size, depth, height, width), labels.repeat(views)

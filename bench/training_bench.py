@@ -68,10 +68,10 @@ def bench_config(width):
     return config
 
 
-def project_model(stage, width):
+def project_model(stage, width, data_info=DATA_INFO):
     """The stage's training model as the training core builds it, compiled with its optimizer."""
     config, spec = bench_config(width), specs.SPECS[stage]
-    return builders.compile_model(builders.build_model(config, spec, DATA_INFO), config, spec,
+    return builders.compile_model(builders.build_model(config, spec, data_info), config, spec,
                                   steps_per_epoch=1)
 
 
