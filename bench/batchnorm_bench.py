@@ -3,9 +3,10 @@
 The baseline stage's model at width 1/4 (`precision_bench.training_step`: one fixed batch
 of 128 images in memory, the compiled step) under float32 and mixed_bfloat16, each with
 `FusedBatchNormalization` as the ResNet builds it and with `fused=False` (Keras's ops,
-what every model trained before it used). The four steps run in alternation, the order
-reversed every round, 2 warm-up rounds, then the medians; a ratio is the median of the
-per-round ratios. Not part of `make bench`: it measured the change once (bench/README.md).
+what every model trained before it used). The four steps run in alternation
+(`timing.alternate`, the order rotating every round), 2 warm-up rounds, then the medians;
+a ratio is the median of the per-round ratios. Not part of `make bench`: it measured the
+change once (bench/README.md).
 
 Run alone: `.venv/bin/python bench/batchnorm_bench.py [--rounds 15]`.
 """
@@ -41,26 +42,16 @@ def training_step(policy, layer, width, batch_size):
 def run(width=0.25, batch_size=128, rounds=15, warm_up=2):
     steps = {(policy, layer): training_step(policy, layer, width, batch_size)
              for policy in POLICIES for layer in LAYERS}
-    wall = {case: [] for case in steps}
-    cpu = {case: [] for case in steps}
-    for index in range(warm_up + rounds):
-        for case in (list(steps) if index % 2 == 0 else list(steps)[::-1]):
-            seconds, cpu_seconds = timing.time_call(steps[case])
-            if index >= warm_up:
-                wall[case].append(seconds)
-                cpu[case].append(cpu_seconds)
-
-    def ratio(slow, fast):
-        return timing.median([s / f for s, f in zip(wall[slow], wall[fast])])
-
+    timed = timing.alternate(steps, rounds, warm_up)
     return {
         "width": width, "batch_size": batch_size, "rounds": rounds,
-        "images_per_second": {f"{policy}/{layer}": batch_size / timing.median(wall[(policy, layer)])
+        "images_per_second": {f"{policy}/{layer}": batch_size / timed.seconds((policy, layer))
                               for policy, layer in steps},
-        "fused_speedup": {policy: ratio((policy, "keras"), (policy, "fused")) for policy in POLICIES},
-        "bfloat16_speedup": {layer: ratio(("float32", layer), ("mixed_bfloat16", layer))
+        "fused_speedup": {policy: timed.ratio((policy, "keras"), (policy, "fused"))
+                          for policy in POLICIES},
+        "bfloat16_speedup": {layer: timed.ratio(("float32", layer), ("mixed_bfloat16", layer))
                              for layer in LAYERS},
-        "cpu_share": timing.cpu_share(sum(map(sum, cpu.values())), sum(map(sum, wall.values()))),
+        "cpu_share": timed.cpu_share(),
     }
 
 

@@ -16,21 +16,19 @@ Run alone: `.venv/bin/python bench/demo_bench.py` (measures).
 import glob
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import goals
 from bench import timing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO, "bench", "results")
-GOAL_SECONDS = 600.0
 FIRST_SLICE = {"seconds": 554.0, "date": "2026-11-24", "machine": "amd-epyc-2c",
                "source": "the first slice's measurement (README, commit dc5703f)"}
 
@@ -40,21 +38,18 @@ def measure(timeout=7200):
     workdir = tempfile.mkdtemp(prefix="bench-demo-")
     command = [sys.executable, "run.py", "--stage", "all", "--config", "configs/demo.py",
                "--workdir", os.path.join(workdir, "demo")]
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
     try:
-        completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-        wall = time.perf_counter() - start
+        with timing.Stopwatch(own=False, children=True) as demo:
+            completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                                       timeout=timeout)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if completed.returncode != 0:
         tail = completed.stderr.strip().splitlines()[-3:]
         raise RuntimeError(f"the demo failed (status {completed.returncode}): {' / '.join(tail)}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
-    return {"measured": True, "seconds": wall, "cpu_share": timing.cpu_share(cpu, wall),
+    return {"measured": True, "seconds": demo.wall, "cpu_share": demo.share,
             "command": "python run.py --stage all --config configs/demo.py --workdir DIR",
-            "goal_seconds": GOAL_SECONDS}
+            "goal_seconds": goals.DEMO.bound * 60}
 
 
 def carried(results_dir=RESULTS_DIR):
@@ -72,7 +67,7 @@ def carried(results_dir=RESULTS_DIR):
                       "machine": result.get("machine", {}).get("slug", "?"),
                       "cpu_share": demo.get("cpu_share"),
                       "source": os.path.relpath(path, REPO)}
-    return {"measured": False, **(newest or FIRST_SLICE), "goal_seconds": GOAL_SECONDS}
+    return {"measured": False, **(newest or FIRST_SLICE), "goal_seconds": goals.DEMO.bound * 60}
 
 
 def run(measure_now=False):
@@ -81,5 +76,5 @@ def run(measure_now=False):
 
 if __name__ == "__main__":
     result = measure()
-    print(f"make demo (after set-up): {result['seconds'] / 60:.1f} min (goal <= 10 min; CPU share "
+    print(f"make demo (after set-up): {result['seconds'] / 60:.1f} min (goal {goals.DEMO}; CPU share "
           f"{result['cpu_share']:.2f})")

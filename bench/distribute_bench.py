@@ -9,13 +9,13 @@ small; on GPUs, each with its own share of the batch, the same code divides the 
 The step is the pretrain stage's (CE + SupCon + pairwise margin, two views of 128 images,
 width 1/4, float32), run by `training.distributed_loop`'s step function on a fixed batch
 in memory, so the input pipeline is not timed. The two are timed step by step in
-alternation, and the median of the per-round ratios is reported, as in train_step_bench.
+alternation (`timing.alternate`), and the median of the per-round ratios is reported, as
+in train_step_bench.
 TensorFlow must split the CPU before it starts, so `run()` measures in a fresh process.
 
 Run alone: `.venv/bin/python bench/distribute_bench.py`.
 """
 
-import functools
 import json
 import os
 import subprocess
@@ -46,16 +46,14 @@ def _measure(width, pairs, rounds):
 
     tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                                [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-
     from bench import timing
     from bench import training_bench
     from configs.base import base_config
     from training import builders
     from training import distributed_loop
     from training import specs
+    from training.run_context import run_context
 
-    keras.config.set_dtype_policy("float32")
     config = base_config()
     config.model.width = width
     config.train.update(batch_size=pairs, schedule="constant", jit_compile="false")
@@ -65,38 +63,29 @@ def _measure(width, pairs, rounds):
                   2: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
     steps = {}
     for replicas, strategy in strategies.items():
-        keras.utils.set_random_seed(0)
-        with strategy.scope():
+        with run_context(0, "float32", clear_session=False), strategy.scope():
             model = builders.compile_model(
                 builders.build_model(config, specs.PRETRAIN, training_bench.DATA_INFO),
                 config, specs.PRETRAIN, steps_per_epoch=1)
         step = distributed_loop.train_step_function(model)
         iterator = iter(distributed_loop.distributed(strategy, dataset))
-        steps[replicas] = functools.partial(lambda s, i: float(s(i)["loss"]), step, iterator)
+        steps[replicas] = lambda step=step, iterator=iterator: float(step(iterator)["loss"])
         steps[replicas]()  # Traces.
-        steps[replicas]()
-    wall = {replicas: [] for replicas in strategies}
-    cpu = {replicas: [] for replicas in strategies}
-    for round_index in range(rounds):
-        for replicas in ((1, 2) if round_index % 2 == 0 else (2, 1)):
-            seconds, cpu_seconds = timing.time_call(steps[replicas])
-            wall[replicas].append(seconds)
-            cpu[replicas].append(cpu_seconds)
-    ratios = [one / two for one, two in zip(wall[1], wall[2])]  # images/s of 2 over 1
+    timed = timing.alternate(steps, rounds, warmup=1)
     images = 2 * pairs
     return {
         "policy": "float32",
         "width": width,
         "images_per_step": images,
         "rounds": rounds,
-        "one_replica_seconds_per_step": wall[1],
-        "two_replicas_seconds_per_step": wall[2],
-        "one_replica_images_per_second": images / timing.median(wall[1]),
-        "two_replicas_images_per_second": images / timing.median(wall[2]),
-        "ratios": ratios,
-        "ratio": timing.median(ratios),
-        "cpu_ratio": timing.median(cpu[1]) / timing.median(cpu[2]),
-        "cpu_share": timing.cpu_share(sum(map(sum, cpu.values())), sum(map(sum, wall.values()))),
+        "one_replica_seconds_per_step": timed.wall[1],
+        "two_replicas_seconds_per_step": timed.wall[2],
+        "one_replica_images_per_second": images / timed.seconds(1),
+        "two_replicas_images_per_second": images / timed.seconds(2),
+        "ratios": timed.ratios(1, 2),  # images/s of 2 over 1
+        "ratio": timed.ratio(1, 2),
+        "cpu_ratio": timed.cpu_ratio(1, 2),
+        "cpu_share": timed.cpu_share(),
         "note": NOTE,
     }
 

@@ -6,19 +6,19 @@ respect to its input (TensorFlow's `Conv2DBackpropInput`) equals the convolution
 would make FGSM 3 forwards at most; the question is what the CPU kernels make of it.
 
 For every Conv2D of the width-1/4 ResNet-18 that `bench/attack_bench.py` attacks, at the
-same batch (256), this times in turn, one op per `tf.function`, the forward convolution
-(`tf.nn.conv2d`) and its gradient to the input (`Conv2DBackpropInput`, the op TensorFlow's
-gradient of Conv2D runs), each without XLA (TensorFlow's kernels) and with
-XLA (the compiled form `attacks.evaluate` uses), and reports per layer and in total the
-median seconds and the ratio backward / forward. The FGSM the attack bench times also
-has the BatchNorm, ReLU and addition gradients, which this leaves out.
+same batch (256), this times in alternation (`timing.alternate`), one op per
+`tf.function`, the forward convolution (`tf.nn.conv2d`) and its gradient to the input
+(`Conv2DBackpropInput`, the op TensorFlow's gradient of Conv2D runs), each without XLA
+(TensorFlow's kernels) and with XLA (the compiled form `attacks.evaluate` uses), and
+reports per layer and in total the median seconds and the ratio backward / forward. The
+FGSM the attack bench times also has the BatchNorm, ReLU and addition gradients, which
+this leaves out.
 
 Run alone: `.venv/bin/python bench/fgsm_ops_bench.py`.
 """
 
 import os
 import sys
-import time
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,28 +29,7 @@ import tensorflow as tf
 
 from bench import timing
 from bench import training_bench
-
-
-def conv_layers(model):
-    """Every Conv2D layer of `model`, nested models included, in order."""
-    layers = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            layers += conv_layers(layer)
-        elif isinstance(layer, keras.layers.Conv2D):
-            layers.append(layer)
-    return layers
-
-
-def _median_seconds(function, rounds):
-    """Median wall seconds of `function()` (a tf.function: it returns once its ops have run)."""
-    function()  # Traces (and compiles): not measured.
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return timing.median(times)
+from training.run_context import run_context
 
 
 def layer_ops(layer, batch_size, jit_compile):
@@ -74,30 +53,28 @@ def layer_ops(layer, batch_size, jit_compile):
             tf.function(backward, jit_compile=jit_compile))
 
 
-def run(width=0.25, batch_size=256, rounds=5):
+@run_context(0, "float32", clear_session=False)  # Restores the policy and seeds afterwards.
+def run(width=0.25, batch_size=256, rounds=10):
     """Per-layer and total seconds of each convolution and its input gradient, with and without XLA."""
-    keras.config.set_dtype_policy("float32")
-    keras.utils.set_random_seed(0)
     model = training_bench.classifier_network(width)
-    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    convolutions = [layer for layer in training_bench.layers(model)
+                    if isinstance(layer, keras.layers.Conv2D)]
     layers = []
-    for layer in conv_layers(model):
-        row = {"layer": layer.name,
-               "input": list(layer.input.shape[1:]),
-               "output": list(layer.output.shape[1:]),
-               "kernel": list(layer.kernel.shape),
-               "strides": list(layer.strides)}
-        for jit_compile, suffix in ((False, "no_xla"), (True, "xla")):
-            forward, backward = layer_ops(layer, batch_size, jit_compile)
-            # Alternate the two, so a busy moment of a shared machine hits both alike.
-            forward_seconds, backward_seconds = [], []
-            for _ in range(2):
-                forward_seconds.append(_median_seconds(forward, rounds))
-                backward_seconds.append(_median_seconds(backward, rounds))
-            row[f"forward_seconds_{suffix}"] = min(forward_seconds)
-            row[f"backward_input_seconds_{suffix}"] = min(backward_seconds)
-            row[f"ratio_{suffix}"] = min(backward_seconds) / min(forward_seconds)
-        layers.append(row)
+    with timing.Stopwatch() as clock:
+        for layer in convolutions:
+            row = {"layer": layer.name,
+                   "input": list(layer.input.shape[1:]),
+                   "output": list(layer.output.shape[1:]),
+                   "kernel": list(layer.kernel.shape),
+                   "strides": list(layer.strides)}
+            for jit_compile, suffix in ((False, "no_xla"), (True, "xla")):
+                forward, backward = layer_ops(layer, batch_size, jit_compile)
+                # The warm-up traces (and compiles).
+                timed = timing.alternate({"forward": forward, "backward": backward}, rounds, warmup=1)
+                row[f"forward_seconds_{suffix}"] = timed.seconds("forward")
+                row[f"backward_input_seconds_{suffix}"] = timed.seconds("backward")
+                row[f"ratio_{suffix}"] = timed.seconds("backward") / timed.seconds("forward")
+            layers.append(row)
     totals = {}
     for suffix in ("no_xla", "xla"):
         forward = sum(row[f"forward_seconds_{suffix}"] for row in layers)
@@ -113,7 +90,7 @@ def run(width=0.25, batch_size=256, rounds=5):
         "rounds": rounds,
         "layers": layers,
         "totals": totals,
-        "cpu_share": timing.cpu_share(time.process_time() - cpu_start, time.perf_counter() - wall_start),
+        "cpu_share": clock.share,
     }
 
 

@@ -1,22 +1,34 @@
-"""The tables of `make bench`: issue #11's figures with their goals, then the details.
+"""The tables of `make bench`: issue #11's figures with their goals, then the details,
+and the text and Markdown forms they are printed in.
 
 Each row is a dict of strings: figure, measured, goal, met ("yes", "NO", "n/a" where the
 machine cannot run it, "skipped" or "error" where its section did not run, "" where the
 issue sets no goal), cpu_share (the section's share of the CPUs: below about 0.8 other
 programs competed and the wall-clock figures understate the machine) and a note. A
 section that is missing, skipped or failed gives rows saying so; it never stops the rest.
+The goals are bench/goals.py's.
 """
 
 import statistics
 
-GOAL_PEER_RATIO = 1.0
-GOAL_CUSTOM_SPEED = 0.95
-GOAL_PIPELINE_TIMES_TRAINING = 10
-GOAL_FGSM_RATIO = 2.5
-GOAL_BFLOAT16_RATIO = 1.3
-GOAL_MEMORY_GB = 2.5
-GOAL_STARTUP_SECONDS = 15.0
-GOAL_DEMO_MINUTES = 10.0
+from bench import goals
+
+
+def text_table(rows, columns):
+    """An aligned text table: `columns` is ((key, title), ...), each row is indexed by the keys."""
+    widths = [max([len(title)] + [len(row[key]) for row in rows]) for key, title in columns]
+    lines = ["  ".join(title.ljust(width) for (_, title), width in zip(columns, widths)).rstrip()]
+    lines.append("  ".join("-" * width for width in widths))
+    for row in rows:
+        lines.append("  ".join(row[key].ljust(width) for (key, _), width in zip(columns, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def markdown_table(rows, columns):
+    """The same as a Markdown table."""
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row[key].replace("|", "/") for key, _ in columns) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _row(figure, measured, goal="", met=None, cpu_share=None, note=""):
@@ -62,7 +74,7 @@ def goal_rows(results):
 
 
 def _peer_rows(peer):
-    goal = f">= {GOAL_PEER_RATIO}"
+    goal = str(goals.PEER_SPEED)
     figure = "{workload} step / PyTorch best, same work, width {width}, {precision}"
     if _absent(peer):
         return [_absent_row(figure.format(workload=workload, width="1/4 and 1", precision="float32"),
@@ -74,7 +86,7 @@ def _peer_rows(peer):
         rows.append(_row(
             figure.format(workload=case["workload"], width=_width(case["width"]),
                           precision=case["precision"]),
-            f"{case['ratio']:.2f}", goal, case["ratio"] >= GOAL_PEER_RATIO, case.get("cpu_share"),
+            f"{case['ratio']:.2f}", goal, goals.PEER_SPEED.met(case["ratio"]), case.get("cpu_share"),
             f"{case['project_images_per_second']:.0f} vs {case['torch_images_per_second']:.0f} "
             f"images/s (torch: {case.get('torch_setting', '?')}); from CPU seconds "
             f"{case.get('cpu_ratio', float('nan')):.2f}"))
@@ -97,25 +109,25 @@ def _adversarial_rows(measured):
 
 def _custom_step_row(step):
     figure = "custom train_step speed / plain Keras fit, same network and images"
-    goal = f">= {GOAL_CUSTOM_SPEED}"
+    goal = str(goals.CUSTOM_STEP_SPEED)
     if _absent(step):
         return _absent_row(figure, goal, step)
     speeds = [p / c for c, p in zip(step["custom_seconds_per_step"], step["plain_seconds_per_step"])]
     speed = statistics.median(speeds)
     cpu_speed = 1.0 / step["cpu_ratio"]
-    return _row(figure, f"{speed:.2f}", goal, speed >= GOAL_CUSTOM_SPEED, step.get("cpu_share"),
+    return _row(figure, f"{speed:.2f}", goal, goals.CUSTOM_STEP_SPEED.met(speed), step.get("cpu_share"),
                 f"median of {len(speeds)} paired steps of {step['images_per_step']} images, width "
                 f"{_width(step['width'])}; from CPU seconds {cpu_speed:.2f}")
 
 
 def _utilisation_row(training):
     figure = "training FLOP/s / measured matmul FLOP/s, full width"
-    goal = f">= {training['goal_utilisation']:.0%}" if training and "goal_utilisation" in training else ">= 75%"
+    goal = str(goals.UTILISATION)
     if _absent(training):
         return _absent_row(figure, goal, training)
     full = training["width_1"]
     return _row(figure, f"{training['utilisation']:.0%}", goal,
-                training["utilisation"] >= training["goal_utilisation"], full["cpu_share"],
+                goals.UTILISATION.met(training["utilisation"]), full["cpu_share"],
                 f"3 x {training['forward_flops_per_image'] / 1e9:.3f} GFLOP x "
                 f"{full['images_per_second']:.1f} images/s / {training['matmul_flops_per_second'] / 1e9:.1f} "
                 f"GFLOP/s; per CPU-second {training['utilisation_per_cpu_second']:.0%}")
@@ -123,7 +135,7 @@ def _utilisation_row(training):
 
 def _pipeline_rows(pipeline, step):
     figure = "input pipeline / training consumption, {name}"
-    goal = f">= {GOAL_PIPELINE_TIMES_TRAINING}x"
+    goal = str(goals.PIPELINE_OVER_TRAINING)
     if _absent(pipeline):
         return [_absent_row(figure.format(name="sample"), goal, pipeline)]
     if _absent(step):
@@ -134,7 +146,7 @@ def _pipeline_rows(pipeline, step):
     for name, source in pipeline["sources"].items():
         times = source["views_per_second"] / consumption
         rows.append(_row(figure.format(name=f"{name} ({source['train_images']:,} images)"),
-                         f"{times:.0f}x", goal, times >= GOAL_PIPELINE_TIMES_TRAINING,
+                         f"{times:.0f}x", goal, goals.PIPELINE_OVER_TRAINING.met(times),
                          source["cpu_share"],
                          f"{source['views_per_second']:,.0f} views/s against {consumption:.0f} "
                          "images/s of training at width 1/4"))
@@ -143,7 +155,7 @@ def _pipeline_rows(pipeline, step):
 
 def _attack_rows(attack, ops):
     fgsm_figure = "FGSM / clean forward, XLA, width 1/4, 256 images"
-    goal = f"<= {GOAL_FGSM_RATIO}"
+    goal = str(goals.FGSM_OVER_CLEAN)
     if _absent(attack):
         return [_absent_row(fgsm_figure, goal, attack), _absent_row("PGD-10 / clean forward", "", attack)]
     note = f"from CPU seconds {attack['fgsm_cpu_ratio']:.2f}"
@@ -152,10 +164,9 @@ def _attack_rows(attack, ops):
         note += (f"; the convolutions' input gradients cost {totals['xla']['ratio']:.2f}x their "
                  f"forward (XLA; {totals['no_xla']['ratio']:.2f}x without), so convolutions "
                  f"alone give {totals['xla']['fgsm_over_clean_from_convolutions']:.2f}")
-    k = attack["pgd_steps"]
+    k, fgsm = attack["pgd_steps"], attack["fgsm_ratio"]
     return [
-        _row(fgsm_figure, f"{attack['fgsm_ratio']:.2f}", goal, attack["fgsm_ratio"] <= GOAL_FGSM_RATIO,
-             attack["cpu_share"], note),
+        _row(fgsm_figure, f"{fgsm:.2f}", goal, goals.FGSM_OVER_CLEAN.met(fgsm), attack["cpu_share"], note),
         _row(f"PGD-{k} / clean forward", f"{attack['pgd_ratio']:.1f}", "", None, attack["cpu_share"],
              f"k + 1 = {k + 1} if a backward pass were free, 2k + 1 = {2 * k + 1} if it cost a "
              f"forward; PGD-{k} / ({k} FGSM + clean) = {attack['pgd_over_k_fgsm_plus_clean']:.2f}"),
@@ -164,7 +175,7 @@ def _attack_rows(attack, ops):
 
 def _precision_rows(precision):
     figure = "mixed_bfloat16 / float32 training, full width"
-    goal = f">= {GOAL_BFLOAT16_RATIO}"
+    goal = str(goals.BFLOAT16_SPEEDUP)
     auto_figure = "`auto` precision never slower than float32 at the configured width"
     if precision is None or "skipped" in precision or "error" in precision:
         return [_absent_row(figure, goal, precision), _absent_row(auto_figure, "yes", precision)]
@@ -178,7 +189,7 @@ def _precision_rows(precision):
         label = (figure if case["width"] == 1.0
                  else f"mixed_bfloat16 / float32 training, width {_width(case['width'])}")
         rows.append(_row(label, f"{case['ratio']:.2f}", goal if case["width"] == 1.0 else "",
-                         case["ratio"] >= GOAL_BFLOAT16_RATIO if case["width"] == 1.0 else None,
+                         goals.BFLOAT16_SPEEDUP.met(case["ratio"]) if case["width"] == 1.0 else None,
                          case["cpu_share"],
                          f"{case['images_per_second']['mixed_bfloat16']:.0f} vs "
                          f"{case['images_per_second']['float32']:.0f} images/s"))
@@ -197,18 +208,18 @@ def _precision_rows(precision):
 def _process_rows(process):
     memory_figure = "peak resident memory, full-width training, batch 128"
     startup_figure = "seconds from process start to the end of the first training step"
-    memory_goal, startup_goal = f"<= {GOAL_MEMORY_GB} GB", f"<= {GOAL_STARTUP_SECONDS:.0f} s"
+    memory_goal, startup_goal = str(goals.PEAK_MEMORY), str(goals.STARTUP)
     if _absent(process):
         return [_absent_row(memory_figure, memory_goal, process),
                 _absent_row(startup_figure, startup_goal, process)]
     memory, startup = process["memory"], process["startup"]
     gigabytes = memory["max_rss_bytes"] / 1e9
     return [
-        _row(memory_figure, f"{gigabytes:.2f} GB", memory_goal, gigabytes <= GOAL_MEMORY_GB,
+        _row(memory_figure, f"{gigabytes:.2f} GB", memory_goal, goals.PEAK_MEMORY.met(gigabytes),
              memory["cpu_share"], f"ru_maxrss of a fresh `{memory['command']}` after "
                                   f"{memory['steps']} steps, data: {memory['data']}"),
         _row(startup_figure, f"{startup['seconds']:.1f} s", startup_goal,
-             startup["seconds"] <= GOAL_STARTUP_SECONDS, startup["cpu_share"],
+             goals.STARTUP.met(startup["seconds"]), startup["cpu_share"],
              f"fresh `{startup['command']}` (width 1/4, the sample, batch 128), caches warm "
              f"(first run {startup['first_run_seconds']:.1f} s); {_phases(startup)}"),
     ]
@@ -227,14 +238,14 @@ def _phases(startup):
 
 def _demo_row(demo):
     figure = "wall time of `make demo` after set-up"
-    goal = f"<= {GOAL_DEMO_MINUTES:.0f} min"
+    goal = str(goals.DEMO)
     if _absent(demo):
         return _absent_row(figure, goal, demo)
     minutes, seconds = divmod(round(demo["seconds"]), 60)
     note = ("measured in this run" if demo["measured"]
             else f"carried: measured {demo['date'][:10]} on {demo['machine']} ({demo['source']}); "
                  "`make bench BENCH_FLAGS=--demo` measures it")
-    return _row(figure, f"{minutes} min {seconds:02d} s", goal, demo["seconds"] <= GOAL_DEMO_MINUTES * 60,
+    return _row(figure, f"{minutes} min {seconds:02d} s", goal, goals.DEMO.met(demo["seconds"] / 60),
                 demo.get("cpu_share"), note)
 
 
@@ -321,8 +332,8 @@ def _attack_details(attack):
 
 def _pipeline_details(pipeline):
     return [_row(f"input pipeline, {name} ({source['train_images']:,} images), 2 views, batch 256",
-                 f"{source['views_per_second']:,.0f} views/s", f">= {pipeline['goal_views_per_second']:,}",
-                 source["views_per_second"] >= pipeline["goal_views_per_second"], source["cpu_share"])
+                 f"{source['views_per_second']:,.0f} views/s", str(goals.PIPELINE_VIEWS_PER_SECOND),
+                 goals.PIPELINE_VIEWS_PER_SECOND.met(source["views_per_second"]), source["cpu_share"])
             for name, source in pipeline["sources"].items()]
 
 

@@ -10,21 +10,9 @@ import re
 import keras
 import tensorflow as tf
 
+from bench import cpu
 from bench import timing
 from models import precision
-
-
-def cpu_model():
-    """The `model name` line of /proc/cpuinfo (the processor's marketing name)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 # The instruction sets the figures depend on: AVX-512 (oneDNN's fast float32 kernels) and the
 # bfloat16 instructions that make mixed_bfloat16 worth having on a CPU.
@@ -33,11 +21,7 @@ FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_t
 
 def cpu_flags():
     """The /proc/cpuinfo flags of FLAGS_OF_INTEREST this CPU has."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return []
+    flags = cpu.flags()
     return [flag for flag in FLAGS_OF_INTEREST if flag in flags]
 
 
@@ -48,8 +32,8 @@ def slug(model=None, cores=None):
     at most four words are kept: "Intel(R) Xeon(R) Platinum 8480+ @ 2.0GHz" on 16 cores
     gives intel-xeon-platinum-8480-16c.
     """
-    model = cpu_model() if model is None else model
-    cores = timing.CORES if cores is None else cores
+    model = cpu.model_name() if model is None else model
+    cores = cpu.CORES if cores is None else cores
     text = re.sub(r"\((r|tm)\)|\b\d+-core\b|@.*$", " ", model.lower())
     words = [word for word in re.split(r"[^a-z0-9]+", text)
              if word and word not in ("cpu", "processor", "core")]
@@ -64,8 +48,9 @@ def load_average():
 def describe():
     """A dict describing this machine and software, written next to every result."""
     return {
-        "cpu_model": cpu_model(),
-        "cores": timing.CORES,
+        "cpu_model": cpu.model_name(),
+        "cores": cpu.CORES,
+        # What `--precision=auto` goes by (the same test as bench.cpu.has_bfloat16).
         "cpu_bfloat16": precision.cpu_has_bfloat16(),
         "cpu_flags": cpu_flags(),
         "slug": slug(),
@@ -95,8 +80,5 @@ def matmul_flops_per_second(n=4096, reps=3):
         # A reduction to a scalar forces the product to be computed without copying it out.
         return tf.reduce_sum(tf.matmul(a, b))
 
-    timing.time_call(multiply)
-    times = [timing.time_call(multiply) for _ in range(reps)]
-    wall = timing.median([wall for wall, _ in times])
-    return 2.0 * n ** 3 / wall, timing.cpu_share(sum(cpu for _, cpu in times),
-                                                 sum(wall for wall, _ in times))
+    timed = timing.alternate({"matmul": multiply}, reps, warmup=1)
+    return 2.0 * n ** 3 / timed.seconds("matmul"), timed.cpu_share()

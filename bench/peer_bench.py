@@ -7,13 +7,14 @@ only with AVX512_BF16 or AMX) and each width (1/4 and 1), with B = 128:
 1. the peer's settings (channels_last on/off x torch.compile on/off) are timed in
    alternation and the fastest is kept (`torch_peer.best_setting`);
 2. the project's step (the Keras model `fit` trains, called through its compiled
-   `train_function`, as bench/train_step_bench.py does) and the peer's best step run in
-   alternation, one step each per round (the project first in even rounds, the peer
-   first in odd ones), on one fixed synthetic batch each;
+   `train_function`: `train_step_bench.compiled_step`) and the peer's best step run in
+   alternation (`timing.alternate`), one step each per round (the project first in even
+   rounds, the peer first in odd ones), on one fixed synthetic batch each;
 3. the ratio project images/s / torch images/s is the median of the per-round ratios,
    which cancels slow drifts of a shared machine; the ratio of CPU seconds per step is
    given beside it, and the CPU share (CPU seconds / (wall seconds x cores)) of the
-   whole comparison. A ratio above 1 means the project's step is the faster.
+   whole comparison. A ratio above 1 means the project's step is the faster; the goal
+   is `goals.PEER_SPEED`.
 
 Both sides use every core (TensorFlow's default pools; torch.set_num_threads(cores)).
 Importing torch beside TensorFlow slows neither (measured; see bench/README.md). On a
@@ -27,7 +28,6 @@ Run alone: `bench/.peer-venv/bin/python bench/peer_bench.py [--widths 0.25] [--r
 """
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -43,10 +43,13 @@ startup.enable_onednn()  # What run.py does: oneDNN on unless the environment sa
 import keras
 import tensorflow as tf
 
+from bench import cpu
+from bench import figures
 from bench import machine
 from bench import timing
 from bench import train_step_bench
 from bench import training_bench
+from training.run_context import run_context
 
 try:
     from bench import torch_peer
@@ -71,20 +74,11 @@ def project_step(workload, width, batch_size, precision):
     `step()` runs one step of the compiled `train_function` that `fit` runs, on a fixed
     batch of `batch_size` images (plain) or pairs (contrastive), and returns the loss.
     """
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(KERAS_POLICY[precision])
-    try:
-        keras.utils.set_random_seed(0)
-        views = 2 if workload == "contrastive" else 1
-        images, labels = training_bench.synthetic_batch(batch_size, views=views)
+    views = 2 if workload == "contrastive" else 1
+    with run_context(0, KERAS_POLICY[precision], clear_session=False):
+        batch = training_bench.synthetic_batch(batch_size, views=views)
         model = (train_step_bench.custom_model if views == 2 else train_step_bench.plain_model)(width)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # Builds and traces.
-    step = functools.partial(train_step_bench._train_step, model, iter(dataset))
-    step()  # Traces once more, for this iterator type.
-    return step, views * batch_size
+    return train_step_bench.compiled_step(model, batch), views * batch_size
 
 
 def compare(workload, width, batch_size=BATCH_SIZE, precision="float32", rounds=None,
@@ -96,21 +90,10 @@ def compare(workload, width, batch_size=BATCH_SIZE, precision="float32", rounds=
     best = torch_peer.best_setting(workload, width, batch_size, precision, rounds=select_rounds,
                                    warmup=SELECT_WARMUP.get(width, 1))
     select_seconds = time.perf_counter() - start
-    steps = {"torch": best.pop("step")}
-    steps["project"], images = project_step(workload, width, batch_size, precision)
-    if steps["torch"].images_per_step != images:
-        raise AssertionError(f"images per step differ: {images} and {steps['torch'].images_per_step}")
-    wall = {name: [] for name in steps}
-    cpu = {name: [] for name in steps}
-    losses = {}
-    for round_index in range(rounds):
-        order = ("project", "torch") if round_index % 2 == 0 else ("torch", "project")
-        for name in order:
-            seconds, cpu_seconds = timing.time_call(lambda: losses.__setitem__(name, steps[name]()))
-            wall[name].append(seconds)
-            cpu[name].append(cpu_seconds)
-    # Same images per step on both sides: project images/s / torch images/s = torch s / project s.
-    ratios = [t / p for p, t in zip(wall["project"], wall["torch"])]
+    project, images = project_step(workload, width, batch_size, precision)
+    if best["step"].images_per_step != images:
+        raise AssertionError(f"images per step differ: {images} and {best['step'].images_per_step}")
+    timed = timing.alternate({"project": project, "torch": best.pop("step")}, rounds)
     return {
         "workload": workload,
         "width": width,
@@ -118,23 +101,24 @@ def compare(workload, width, batch_size=BATCH_SIZE, precision="float32", rounds=
         "batch_size": batch_size,
         "images_per_step": images,
         "rounds": rounds,
-        "project_images_per_second": images / timing.median(wall["project"]),
-        "torch_images_per_second": images / timing.median(wall["torch"]),
-        "ratio": timing.median(ratios),
-        "ratios": ratios,
-        "cpu_ratio": timing.median(cpu["torch"]) / timing.median(cpu["project"]),
-        "project_images_per_cpu_second": images / timing.median(cpu["project"]),
-        "torch_images_per_cpu_second": images / timing.median(cpu["torch"]),
+        "project_images_per_second": images / timed.seconds("project"),
+        "torch_images_per_second": images / timed.seconds("torch"),
+        # Same images per step on both sides: project images/s / torch images/s = torch s / project s.
+        "ratio": timed.ratio("torch", "project"),
+        "ratios": timed.ratios("torch", "project"),
+        "cpu_ratio": timed.cpu_ratio("torch", "project"),
+        "project_images_per_cpu_second": images / timed.cpu_seconds("project"),
+        "torch_images_per_cpu_second": images / timed.cpu_seconds("torch"),
         "torch_setting": best["setting"],
         "torch_settings_images_per_second": best["per_setting"],
         "torch_settings_warmup_seconds": best["warmup_seconds"],
         "torch_compile": best["compile"],
-        "project_seconds_per_step": wall["project"],
-        "torch_seconds_per_step": wall["torch"],
-        "last_loss": losses,
-        "cpu_share": timing.cpu_share(sum(map(sum, cpu.values())), sum(map(sum, wall.values()))),
-        "project_cpu_share": timing.cpu_share(sum(cpu["project"]), sum(wall["project"])),
-        "torch_cpu_share": timing.cpu_share(sum(cpu["torch"]), sum(wall["torch"])),
+        "project_seconds_per_step": timed.wall["project"],
+        "torch_seconds_per_step": timed.wall["torch"],
+        "last_loss": timed.last,
+        "cpu_share": timed.cpu_share(),
+        "project_cpu_share": timed.cpu_share("project"),
+        "torch_cpu_share": timed.cpu_share("torch"),
         "select_seconds": select_seconds,
     }
 
@@ -153,8 +137,8 @@ def run(widths=WIDTHS, workloads=WORKLOADS, batch_size=BATCH_SIZE, rounds=None, 
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "cores": timing.CORES,
-        "cpu_model": machine.cpu_model(),
+        "cores": cpu.CORES,
+        "cpu_model": cpu.model_name(),
         "precisions": list(precisions),
         "bfloat16": "yes" if "bfloat16" in precisions else
                     "n/a (no AVX512_BF16 or AMX on this CPU: bfloat16 would be emulated)",
@@ -183,18 +167,13 @@ def table(result):
         return f"peer bench skipped: {result['skipped']}"
     header = ("workload", "width", "precision", "images/step", "project img/s", "torch img/s",
               "project/torch", "in CPU s", "torch setting", "CPU share")
-    rows = [header]
-    for case in result["cases"]:
-        rows.append((case["workload"], f"{case['width']:g}", case["precision"], str(case["images_per_step"]),
-                     f"{case['project_images_per_second']:.1f}", f"{case['torch_images_per_second']:.1f}",
-                     f"{case['ratio']:.2f}", f"{case['cpu_ratio']:.2f}", case["torch_setting"],
-                     f"{case['cpu_share']:.2f}"))
+    rows = [(case["workload"], f"{case['width']:g}", case["precision"], str(case["images_per_step"]),
+             f"{case['project_images_per_second']:.1f}", f"{case['torch_images_per_second']:.1f}",
+             f"{case['ratio']:.2f}", f"{case['cpu_ratio']:.2f}", case["torch_setting"],
+             f"{case['cpu_share']:.2f}") for case in result["cases"]]
     if "bfloat16" not in result["precisions"]:
         rows.append(("(both)", "(all)", "bfloat16", "", "n/a", "n/a", "n/a", "", "no bfloat16 hardware", ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return figures.text_table(rows, tuple(enumerate(header)))
 
 
 def main(argv=None):

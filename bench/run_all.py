@@ -5,26 +5,11 @@
                                           # written to bench/results/<date>-<machine>-quick.json
     make bench BENCH_FLAGS=--demo         # also times `make demo` (10 more minutes)
 
-Each figure of issue #11 is printed with its goal and whether it is met ("n/a" where this
-CPU cannot run it, "skipped"/"error" where its section did not run; a failing section
-never stops the others):
-
-1. the project's training steps against the PyTorch peer a user would pick instead,
-   >= 1.0 (`peer_bench`, run with bench/.peer-venv's Python, which has torch: `make
-   bench-peer` makes it; without it the rows say "skipped");
-2. the custom contrastive train_step's speed against a plain Keras fit, >= 0.95 (`train_step_bench`);
-3. full-width training FLOP/s against the measured matmul FLOP/s, >= 75% (`training_bench`);
-4. the input pipeline against what training consumes, >= 10x (`input_pipeline_bench`);
-5. FGSM / clean forward <= 2.5 and PGD-10 / clean (`attack_bench`), with what bounds
-   FGSM: each convolution's input gradient against the convolution (`fgsm_ops_bench`);
-6. mixed_bfloat16 / float32 training >= 1.3, and `auto` never slower than float32
-   (`precision_bench`; "n/a" without AVX512_BF16 or AMX);
-7. peak memory of full-width training <= 2.5 GB and the seconds from process start to
-   the end of the first training step <= 15 s, each in a fresh `run.py` (`process_bench`);
-8. `make demo`'s wall time <= 10 min (`demo_bench`: carried from the newest result
-   that measured it, unless --demo);
-9. without a goal: the strong evaluation (ART) against PGD-10 (`strong_attack_bench`)
-   and training with 2 logical CPU replicas against 1 (`distribute_bench`).
+Each figure of issue #11 is printed with its goal (bench/goals.py) and whether it is met
+("n/a" where this CPU cannot run it, "skipped"/"error" where its section did not run; a
+failing section never stops the others). bench/README.md lists the sections, the bench
+module behind each and what it measures; the PyTorch peer's rows need bench/.peer-venv
+(`make bench-peer` makes it) and say "skipped" without it.
 
 The machine is shared: each section records its wall seconds, its share of the CPUs (its
 CPU seconds / (wall seconds x cores)) and the load average before and after it; below a
@@ -36,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -127,7 +111,7 @@ def sections(args):
         ("train_step", lambda: train_step_bench.run(rounds=4 if quick else 6)),
         ("adversarial_step", lambda: adversarial_bench.run(rounds=4 if quick else 6)),
         ("attack", lambda: attack_bench.run(rounds=2 if quick else 3, no_xla=not quick)),
-        ("fgsm_ops", lambda: fgsm_ops_bench.run(rounds=3)),
+        ("fgsm_ops", lambda: fgsm_ops_bench.run(rounds=6)),
         ("input_pipeline", lambda: input_pipeline_bench.run(
             full_cifar10=not (quick or args.skip_full_cifar10))),
         ("precision", precision_bench.run),
@@ -144,37 +128,17 @@ def sections(args):
 def run_section(function):
     """(result, record): the section's result (or {"error": ...}) and its seconds, CPU share and load."""
     record = {"load_average_before": machine.load_average()}
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    try:
-        result = function()
-    except Exception as error:  # One failing section must not lose the others' figures.
-        traceback.print_exc()
-        result = {"error": f"{type(error).__name__}: {error}"}
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (time.process_time() - cpu_start + after.ru_utime - children.ru_utime
-           + after.ru_stime - children.ru_stime)
-    record.update({"seconds": wall, "cpu_share": timing.cpu_share(cpu, wall),
+    with timing.Stopwatch(children=True) as clock:
+        try:
+            result = function()
+        except Exception as error:  # One failing section must not lose the others' figures.
+            traceback.print_exc()
+            result = {"error": f"{type(error).__name__}: {error}"}
+    record.update({"seconds": clock.wall, "cpu_share": clock.share,
                    "load_average_after": machine.load_average(),
                    "status": next((key for key in ("skipped", "error", "not_applicable")
                                    if key in result), "ok")})
     return result, record
-
-
-def text_table(rows, columns):
-    widths = [max([len(title)] + [len(row[key]) for row in rows]) for key, title in columns]
-    lines = ["  ".join(title.ljust(width) for (_, title), width in zip(columns, widths)).rstrip()]
-    lines.append("  ".join("-" * width for width in widths))
-    for row in rows:
-        lines.append("  ".join(row[key].ljust(width) for (key, _), width in zip(columns, widths)).rstrip())
-    return "\n".join(lines)
-
-
-def markdown_table(rows, columns):
-    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row[key].replace("|", "/") for key, _ in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 GOAL_COLUMNS = (("figure", "figure"), ("measured", "measured"), ("goal", "goal"), ("met", "met"),
@@ -186,7 +150,8 @@ DETAIL_COLUMNS = (("figure", "figure"), ("measured", "measured"), ("cpu_share", 
 def printed(rows, columns):
     """The table for the terminal: numbered rows, each note on a line of its own below the table."""
     numbered = [{**row, "number": str(index)} for index, row in enumerate(rows, 1)]
-    table = text_table(numbered, (("number", "#"),) + tuple(c for c in columns if c[0] != "note"))
+    table = figures.text_table(numbered,
+                               (("number", "#"),) + tuple(c for c in columns if c[0] != "note"))
     notes = [f"{row['number']}. {row['note']}" for row in numbered if row["note"]]
     return table + ("\n\n" + "\n".join(notes) if notes else "")
 
@@ -229,8 +194,8 @@ def markdown(results, json_name):
              f"`{results['command']}`, {results['date']}; every figure in "
              f"[`results/{json_name}`](results/{json_name}).", ""]
     lines += [f"- {line}" for line in header_lines(results)]
-    lines += ["", "## Issue #11's figures", "", markdown_table(results["goals"], GOAL_COLUMNS), "",
-              "## Details", "", markdown_table(results["details"], DETAIL_COLUMNS), "",
+    lines += ["", "## Issue #11's figures", "", figures.markdown_table(results["goals"], GOAL_COLUMNS), "",
+              "## Details", "", figures.markdown_table(results["details"], DETAIL_COLUMNS), "",
               "## Sections", ""]
     lines += [f"- {line}" for line in section_lines(results)]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ Figures, all in wall seconds per 100 images:
 
 - pgd10: `attacks.pgd.pgd` with 10 steps and the forward pass that scores its images,
   one `tf.function` compiled with XLA, as `attacks.evaluate` runs it (median of rounds,
-  after tracing);
+  after tracing: `timing.alternate` of it alone);
 - standalone: each attack alone on all the images. APGD runs all its steps on every
   image whatever happens (ART stops early only when the loss of every image is exactly
   0), so its cost does not depend on the model; Square stops on each image once it is
@@ -29,8 +29,9 @@ Figures, all in wall seconds per 100 images:
   gradient as ART takes it (eager `tf.GradientTape` around the network and the loss)
   through the plain compiled network, through `InferenceModel`'s custom gradient, and
   the same when the forward pass is cached (as at each APGD step); ART's own DLR loss (a
-  Python loop over the images, eager) alone and with its gradient, and the vectorized one.
-  An APGD step is one loss gradient and one forward pass (ART's `compute_loss`).
+  Python loop over the images, eager) alone and with its gradient, and the vectorized one,
+  all timed in alternation (`timing.alternate`). An APGD step is one loss gradient and one
+  forward pass (ART's `compute_loss`).
 
 One `attacks.strong.InferenceModel` serves every run, compiled beforehand for every
 padded batch size (`compile_seconds`, paid once per network), so that compiling is not
@@ -61,7 +62,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -69,18 +69,12 @@ from attacks import strong
 from attacks.pgd import pgd
 from bench import timing
 from bench import training_bench
+from bench.training_bench import IMAGE_SHAPE
+from bench.training_bench import NUM_CLASSES
 from pipeline import datasets
+from training.run_context import run_context
 
 EPSILON = 8 / 255
-IMAGE_SHAPE = (32, 32, 3)
-NUM_CLASSES = 10
-# CIFAR-10's per-channel statistics; the speed does not depend on them.
-MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
-
-
-def classifier_network(width):
-    """The baseline's encoder + classifier as the training core builds it (random weights)."""
-    return training_bench.classifier_network(width)
 
 
 def _per_100(seconds, count):
@@ -100,18 +94,6 @@ def _warm_up(network, batch_size):
         tape.gradient(logits, x)
     network.cache = None
     return time.perf_counter() - start
-
-
-def _strong(network, images, labels, epsilon, settings):
-    """(StrongResult, CPU seconds) of one strong_attack call on the prepared network."""
-    cpu = time.process_time()
-    result = strong.strong_attack(network, images, labels, epsilon, settings)
-    return result, time.process_time() - cpu
-
-
-def _median_call(function, rounds):
-    function()  # Traces and compiles: not measured.
-    return timing.median([timing.time_call(function)[0] for _ in range(rounds)])
 
 
 def _call_costs(model, images, labels, settings, rounds):
@@ -144,16 +126,19 @@ def _call_costs(model, images, labels, settings, rounds):
             return tape.gradient(value, logits)
         return run
 
-    return {
-        "forward": _median_call(lambda: fast.forward(x), rounds),
+    calls = {
+        "forward": lambda: fast.forward(x),
         # What ART's loss_gradient costs: eager tape around the network and the loss.
-        "ce_gradient_art_tape": _median_call(gradient(tape_only, ce, False), rounds),
-        "ce_gradient_custom": _median_call(gradient(fast, ce, False), rounds),
-        "ce_gradient_custom_cached_forward": _median_call(gradient(fast, ce, True), rounds),
-        "dlr_art_loss": _median_call(lambda: art_dlr(one_hot, logits), rounds),
-        "dlr_art_loss_and_gradient": _median_call(loss_with_gradient(art_dlr), rounds),
-        "dlr_vectorized_loss_and_gradient": _median_call(loss_with_gradient(ours), rounds),
+        "ce_gradient_art_tape": gradient(tape_only, ce, False),
+        "ce_gradient_custom": gradient(fast, ce, False),
+        # fast's gradient calls leave x's forward pass in `fast.cache`: this one always finds it.
+        "ce_gradient_custom_cached_forward": gradient(fast, ce, True),
+        "dlr_art_loss": lambda: art_dlr(one_hot, logits),
+        "dlr_art_loss_and_gradient": loss_with_gradient(art_dlr),
+        "dlr_vectorized_loss_and_gradient": loss_with_gradient(ours),
     }
+    timed = timing.alternate(calls, rounds, warmup=1)  # The warm-up traces and compiles.
+    return {name: timed.seconds(name) for name in calls}
 
 
 def _arts_dlr_loss(network):
@@ -166,22 +151,21 @@ def _arts_dlr_loss(network):
     return attack.estimator.loss_object
 
 
+@run_context(0, "float32", clear_session=False)  # Restores the policy and seeds afterwards.
 def run(width=0.25, count=128, rounds=3, square_probe_queries=100, art_dlr_steps=10, settings=None):
     """Seconds per 100 images of the strong evaluation, per attack and in total, and of PGD-10."""
     settings = settings or strong.StrongSettings()
-    keras.config.set_dtype_policy("float32")
-    keras.utils.set_random_seed(0)
-    model = classifier_network(width)
+    model = training_bench.classifier_network(width)
     test = datasets.load("sample").test
     images = (test.images[:count].astype(np.float32) / 255.0)
     # Random weights: the network's own predictions as labels, so every image starts correct.
     labels = np.argmax(model(images, training=False).numpy(), axis=-1)
-    start_cpu, start_wall = time.process_time(), time.perf_counter()
+    clock = timing.Stopwatch()
 
     x, y = tf.constant(images), tf.constant(labels.astype(np.int32))
     pgd10 = tf.function(lambda: tf.argmax(model(pgd(model, x, y, EPSILON, steps=10), training=False), axis=-1),
                         jit_compile=True)
-    pgd_seconds = _median_call(pgd10, rounds)
+    pgd_seconds = timing.alternate({"pgd10": pgd10}, rounds, warmup=1).seconds("pgd10")
     pgd_accuracy = float(np.mean(pgd10().numpy() == labels))
 
     network = strong.InferenceModel(model, images.shape[1:], settings.jit_compile, settings.batch_size)
@@ -190,18 +174,18 @@ def run(width=0.25, count=128, rounds=3, square_probe_queries=100, art_dlr_steps
     standalone, accuracy = {}, {}
     for name in settings.attacks:
         alone = strong.StrongSettings(**{**settings.to_dict(), "attacks": (name,)})
-        result, _ = _strong(network, images, labels, EPSILON, alone)
+        result = strong.strong_attack(network, images, labels, EPSILON, alone)
         standalone[name] = _per_100(result.seconds[name], count)
         accuracy[name] = result.accuracy()
 
     art_dlr = strong.StrongSettings(**{**settings.to_dict(), "attacks": ("apgd-dlr",), "dlr_loss": "art",
                                        "apgd_steps": art_dlr_steps})
-    result, _ = _strong(network, images, labels, EPSILON, art_dlr)
+    result = strong.strong_attack(network, images, labels, EPSILON, art_dlr)
     art_dlr_per_step = _per_100(result.seconds["apgd-dlr"], count) / art_dlr_steps
 
     probe = strong.StrongSettings(**{**settings.to_dict(), "attacks": ("square",),
                                      "square_queries": square_probe_queries})
-    result, _ = _strong(network, images, labels, 1e-4, probe)
+    result = strong.strong_attack(network, images, labels, 1e-4, probe)
     if result.accuracy() < 1.0:
         raise RuntimeError("the worst-case Square probe broke an image; lower its epsilon.")
     square_per_query = _per_100(result.seconds["square"], count) / square_probe_queries
@@ -209,12 +193,12 @@ def run(width=0.25, count=128, rounds=3, square_probe_queries=100, art_dlr_steps
     uncached = strong.InferenceModel(model, images.shape[1:], settings.jit_compile, settings.batch_size,
                                      row_cache=False)
     _warm_up(uncached, settings.batch_size)
-    result, _ = _strong(uncached, images, labels, 1e-4, probe)
+    result = strong.strong_attack(uncached, images, labels, 1e-4, probe)
     square_per_query_uncached = _per_100(result.seconds["square"], count) / square_probe_queries
 
-    cascade, _ = _strong(network, images, labels, EPSILON, settings)
+    cascade = strong.strong_attack(network, images, labels, EPSILON, settings)
     calls = _call_costs(model, images, labels, settings, rounds)
-    cpu_share = timing.cpu_share(time.process_time() - start_cpu, time.perf_counter() - start_wall)
+    clock.read()
 
     pgd_per_100 = _per_100(pgd_seconds, count)
     robust_total = sum(standalone[name] for name in settings.attacks if name != "square")
@@ -248,7 +232,7 @@ def run(width=0.25, count=128, rounds=3, square_probe_queries=100, art_dlr_steps
         "robust_model_total_seconds_per_100": robust_total,
         "robust_model_total_over_pgd10": robust_total / pgd_per_100,
         "call_seconds_per_100": {key: _per_100(value, count) for key, value in calls.items()},
-        "cpu_share": cpu_share,
+        "cpu_share": clock.share,
     }
 
 

@@ -1,82 +1,127 @@
-"""Clocks shared by the benchmarks: a per-step timer for `fit`, a timer of single calls,
-and the share of the machine's CPUs this process got while being timed.
+"""Clocks shared by the benchmarks: functions timed in alternation, a stopwatch for a block
+of code, and the share of the machine's CPUs this process got while being timed.
 
 Every figure is taken after a warm-up (tracing a `tf.function` costs seconds) and is a
 median of several measurements, so one slow moment does not decide it. The CPU share
-(this process's CPU seconds / (wall seconds x cores)) tells when other programs were
-competing for the cores: near 1 the wall-clock figures are this machine's; well below
-1 they understate it.
+(CPU seconds / (wall seconds x cores)) tells when other programs were competing for the
+cores: near 1 the wall-clock figures are this machine's; well below 1 they understate it.
+
+This module imports neither TensorFlow nor Keras: bench/torch_peer.py, which runs with
+torch alone, times its settings with it too.
 """
 
-import os
+import resource
 import statistics
 import time
 
-import keras
-
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Seconds per training step within one `fit` call, from the end of its first step to its last.
-
-    Leaving out the first step leaves out `fit`'s own start-up (iterator, callbacks), so
-    what remains is the training step alone. Like `stages.train.Throughput`, it makes
-    Keras run the callbacks in step with training, as a real run does. With
-    `max_seconds`, training stops once that much has been measured.
-    """
-
-    def __init__(self, max_seconds=None, min_steps=2):
-        super().__init__()
-        self.max_seconds = max_seconds
-        self.min_steps = min_steps
-
-    def on_train_begin(self, logs=None):
-        self.ends, self.cpu_ends = [], []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.ends.append(time.perf_counter())
-        self.cpu_ends.append(time.process_time())
-        if (self.max_seconds is not None and len(self.ends) > self.min_steps
-                and self.ends[-1] - self.ends[0] >= self.max_seconds):
-            self.model.stop_training = True
-
-    @property
-    def steps(self):
-        return len(self.ends) - 1
-
-    @property
-    def seconds_per_step(self):
-        if self.steps < 1:
-            raise ValueError("StepTimer needs a fit of at least 2 steps.")
-        return (self.ends[-1] - self.ends[0]) / self.steps
-
-    @property
-    def cpu_share(self):
-        return cpu_share(self.cpu_ends[-1] - self.cpu_ends[0], self.ends[-1] - self.ends[0])
-
-
-def fit_seconds_per_step(model, dataset, steps, max_seconds=None):
-    """(seconds per step, CPU share) of `model.fit` over up to `steps` timed steps (and one untimed)."""
-    timer = StepTimer(max_seconds)
-    model.fit(dataset, epochs=1, steps_per_epoch=steps + 1, verbose=0, shuffle=False,
-              callbacks=[timer])
-    return timer.seconds_per_step, timer.cpu_share
-
-
-def time_call(function):
-    """(wall seconds, CPU seconds) of one call of `function()`; a tensor result is fetched to make sure."""
-    start, cpu_start = time.perf_counter(), time.process_time()
-    result = function()
-    if hasattr(result, "numpy"):
-        result.numpy()
-    return time.perf_counter() - start, time.process_time() - cpu_start
+from bench import cpu
 
 
 def cpu_share(cpu_seconds, wall_seconds):
-    """This process's CPU seconds over what all the cores could have given it in `wall_seconds`."""
-    return cpu_seconds / (wall_seconds * CORES) if wall_seconds > 0 else float("nan")
+    """CPU seconds over what all the cores could have given in `wall_seconds`."""
+    return cpu_seconds / (wall_seconds * cpu.CORES) if wall_seconds > 0 else float("nan")
 
 
-def median(values):
-    return statistics.median(values)
+def alternate(functions, rounds, warmup=0):
+    """Times the functions of `functions` ({name: callable}) in alternation; an `Alternation`.
+
+    The method: `warmup` untimed rounds, then `rounds` timed ones. In each round every
+    function is called once, and the order rotates by one place a round (timed round r
+    starts with the function r places along in `functions`; with two, A B in even rounds
+    and B A in odd ones), so no function always runs first, or always after the same
+    other one (over a multiple of len(functions) rounds, each is in each place once). Each call
+    is timed in wall and CPU seconds (this process's); a result with a `numpy` method (a
+    tensor) is fetched first, so work still running asynchronously is counted.
+
+    The figures are medians over the rounds, so a slow moment of a shared machine does
+    not decide them, and a ratio of two functions is the median of the per-round ratios:
+    the two calls of one round are neighbours in time and see nearly the same contention,
+    which cancels slow drifts.
+    """
+    names = list(functions)
+    result = Alternation(names)
+    for index in range(-warmup, rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            value = functions[name]()
+            if hasattr(value, "numpy"):
+                value.numpy()
+            wall, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+            result.last[name] = value
+            if index >= 0:
+                result.wall[name].append(wall)
+                result.cpu[name].append(cpu_seconds)
+    return result
+
+
+class Alternation:
+    """What `alternate` measured: per function, its wall and CPU seconds in each timed round
+    (`wall`, `cpu`: {name: [seconds]}) and what its last call returned (`last`)."""
+
+    def __init__(self, names):
+        self.wall = {name: [] for name in names}
+        self.cpu = {name: [] for name in names}
+        self.last = {}
+
+    def seconds(self, name):
+        """The median wall seconds of a call of `name`."""
+        return statistics.median(self.wall[name])
+
+    def cpu_seconds(self, name):
+        """The median CPU seconds of a call of `name`."""
+        return statistics.median(self.cpu[name])
+
+    def ratios(self, numerator, denominator):
+        """Per round: wall seconds of `numerator` / wall seconds of `denominator`."""
+        return [a / b for a, b in zip(self.wall[numerator], self.wall[denominator])]
+
+    def ratio(self, numerator, denominator):
+        """The median of the per-round ratios of wall seconds, `numerator` / `denominator`."""
+        return statistics.median(self.ratios(numerator, denominator))
+
+    def cpu_ratio(self, numerator, denominator):
+        """Median CPU seconds of `numerator` / those of `denominator` (steadier when shared)."""
+        return self.cpu_seconds(numerator) / self.cpu_seconds(denominator)
+
+    def cpu_share(self, *names):
+        """The CPU share over the timed calls of `names` (all functions if none are named)."""
+        names = names or tuple(self.wall)
+        return cpu_share(sum(sum(self.cpu[name]) for name in names),
+                         sum(sum(self.wall[name]) for name in names))
+
+
+class Stopwatch:
+    """Wall and CPU seconds from its making to the last `read()` (or to the end of a `with`
+    block): `wall`, `cpu` and `share`.
+
+    The CPU seconds are this process's (`own`) and, with `children`, those of its child
+    processes that ended meanwhile (`subprocess.run` waits for them).
+    """
+
+    def __init__(self, own=True, children=False):
+        self.own, self.children = own, children
+        self._start, self._cpu_start = time.perf_counter(), self._cpu()
+
+    def _cpu(self):
+        seconds = time.process_time() if self.own else 0.0
+        if self.children:
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            seconds += usage.ru_utime + usage.ru_stime
+        return seconds
+
+    def read(self):
+        """Sets `wall` and `cpu` to the seconds since the stopwatch was made; returns it."""
+        self.wall = time.perf_counter() - self._start
+        self.cpu = self._cpu() - self._cpu_start
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.read()
+
+    @property
+    def share(self):
+        return cpu_share(self.cpu, self.wall)

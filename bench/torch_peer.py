@@ -43,17 +43,19 @@ The settings a PyTorch user would try: float32 or bfloat16 autocast
 or AMX: elsewhere it is emulated and `supported_precisions()` leaves it out), the
 channels_last memory format on or off, and `torch.compile` (Inductor, which needs a
 working C++ compiler: `compile_available()` says whether it works here, and why not)
-on or off. `best_setting` times every setting in alternation and returns the fastest.
+on or off. `best_setting` times every setting in alternation (`bench.timing.alternate`)
+and returns the fastest.
 
-torch runs on `torch.set_num_threads(CORES)` threads, CORES being the cores this process
-may use (`os.sched_getaffinity`), the same as TensorFlow's default intra-op pool. Its
+torch runs on `torch.set_num_threads(cpu.CORES)` threads, the cores this process may use
+(`os.sched_getaffinity`), the same as TensorFlow's default intra-op pool. Its
 OpenMP threads (libgomp) spin while they wait for each other, unless OMP_WAIT_POLICY=PASSIVE
 is set before torch is imported: on a machine that other programs keep busy the spinning
 burns the time slices the other threads need, and the step ran 4x slower on the build
 machine (width 1/4, plain: 16.6 images/s spinning, 65.6 passive, 92.7 on one thread).
 
-This module imports neither TensorFlow nor Keras: `python bench/torch_peer.py` needs torch
-only and prints every setting's images/s.
+This module imports neither TensorFlow nor Keras, and nor do the bench modules it uses
+(`bench.cpu`, `bench.timing`): `python bench/torch_peer.py` needs torch only and prints
+every setting's images/s.
 """
 
 import argparse
@@ -61,15 +63,20 @@ import functools
 import itertools
 import math
 import os
-import statistics
+import sys
 import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-torch.set_num_threads(CORES)
+from bench import cpu
+from bench import timing
+
+torch.set_num_threads(cpu.CORES)
 
 # The same as bench/training_bench.py (CIFAR-10's statistics; the speed does not depend on them).
 IMAGE_SHAPE = (32, 32, 3)
@@ -92,19 +99,9 @@ def channels(base, width):
     return max(8, int(round(base * width)))
 
 
-def cpu_has_bfloat16():
-    """True if /proc/cpuinfo lists AVX512_BF16 or AMX-BF16 (models/precision.py's test)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
 def supported_precisions():
     """The precisions worth timing on this CPU: bfloat16 only with hardware support."""
-    return PRECISIONS if cpu_has_bfloat16() else ("float32",)
+    return PRECISIONS if cpu.has_bfloat16() else ("float32",)
 
 
 # --- The network --------------------------------------------------------------------------
@@ -378,13 +375,6 @@ def make_step(workload, width, batch_size, precision="float32", channels_last=Fa
     return PeerStep(workload, width, batch_size, precision, channels_last, compile, seed)
 
 
-def time_call(function):
-    """(wall seconds, CPU seconds of this process) of one call."""
-    start, cpu_start = time.perf_counter(), time.process_time()
-    function()
-    return time.perf_counter() - start, time.process_time() - cpu_start
-
-
 def settings(precision, compile_settings=None):
     """(channels_last, compile) pairs to try; compile only where it works."""
     if compile_settings is None:
@@ -397,10 +387,11 @@ def best_setting(workload, width, batch_size, precision="float32", rounds=3, war
     """Times every setting (channels_last x compile) in alternation; returns the fastest.
 
     Each setting gets `warmup` untimed steps (the first compiles), then `rounds` rounds
-    in which every setting runs one step, in a rotating order. Returns a dict: `setting`
-    (the winner's name), `images_per_second` (its median), `step` (the winner's PeerStep,
-    warm, to be timed further), `per_setting` ({name: images/s}), `compile` (whether
-    torch.compile was tried, and if not why), and `warmup_seconds` per setting.
+    in which every setting runs one step, in a rotating order (`timing.alternate`).
+    Returns a dict: `setting` (the winner's name), `images_per_second` (its median),
+    `step` (the winner's PeerStep, warm, to be timed further), `per_setting` ({name:
+    images/s}), `compile` (whether torch.compile was tried, and if not why), and
+    `warmup_seconds` per setting.
     """
     compile_ok, compile_why = compile_available()
     steps, warmup_seconds = {}, {}
@@ -411,13 +402,8 @@ def best_setting(workload, width, batch_size, precision="float32", rounds=3, war
             step()
         steps[step.setting] = step
         warmup_seconds[step.setting] = time.perf_counter() - start
-    names = list(steps)
-    wall = {name: [] for name in names}
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            wall[name].append(time_call(steps[name])[0])
-    per_setting = {name: steps[name].images_per_step / statistics.median(wall[name]) for name in names}
+    timed = timing.alternate(steps, rounds)
+    per_setting = {name: step.images_per_step / timed.seconds(name) for name, step in steps.items()}
     winner = max(per_setting, key=per_setting.get)
     return {
         "setting": winner,
@@ -439,9 +425,9 @@ def main(argv=None):
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (cores: {CORES}), "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (cores: {cpu.CORES}), "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"bfloat16 hardware: {'yes' if cpu_has_bfloat16() else 'no'}")
+          f"bfloat16 hardware: {'yes' if cpu.has_bfloat16() else 'no'}")
     ok, why = compile_available()
     print(f"torch.compile: {'works' if ok else why}")
     result = best_setting(args.workload, args.width, args.batch_size, args.precision, args.rounds)

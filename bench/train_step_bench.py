@@ -5,14 +5,14 @@ a step), with its projection head and per-term trackers. Plain: `compile(optimiz
 loss=SparseCategoricalCrossentropy(from_logits=True)).fit` of the same functional network
 (encoder + classifier) on the same 2B images a step. Both use the project's SGD, width
 1/4, float32, and one fixed batch repeated from memory, so only the step is timed. The
-two are measured in alternation, step by step (custom first in even rounds, plain
-first in odd ones), and the median of the per-round ratios is reported, which cancels
-slow drifts of a shared machine; the ratio of CPU seconds per step is given beside it.
+two are measured in alternation, step by step (`timing.alternate`: custom first in even
+rounds, plain first in odd ones), and the median of the per-round ratios is reported,
+which cancels slow drifts of a shared machine; the ratio of CPU seconds per step is
+given beside it. The goal is `goals.CUSTOM_STEP_SPEED`.
 
 Run alone: `.venv/bin/python bench/train_step_bench.py`.
 """
 
-import functools
 import os
 import sys
 
@@ -22,10 +22,10 @@ if __package__ in (None, ""):
 import keras
 import tensorflow as tf
 
+from bench import goals
 from bench import timing
 from bench import training_bench
-
-GOAL_RATIO = 1.05
+from training.run_context import run_context
 
 
 def custom_model(width):
@@ -40,40 +40,33 @@ def plain_model(width):
     return model
 
 
-def run(width=0.25, pairs=128, rounds=8):
-    """Seconds per step of both, step by step in alternation, and the median ratio custom / plain.
+def compiled_step(model, batch):
+    """A callable running one step of `model`'s compiled `train_function` on `batch`, repeated.
 
-    After `fit` has built and traced each model's step, the steps are run by calling
-    `model.train_function` (the compiled step `fit` calls once per step) directly, so the
-    two models can alternate every step: contention on a shared machine changes over
-    seconds, and neighbouring steps see nearly the same.
+    `fit` builds and traces the step first; then the step is called directly (it is what
+    `fit` calls once per step), so that two models can alternate every step: contention
+    on a shared machine changes over seconds, and neighbouring steps see nearly the same.
+    The callable returns the loss as a Python float, so the step has finished.
     """
-    keras.config.set_dtype_policy("float32")
-    keras.utils.set_random_seed(0)
+    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)
+    iterator = iter(dataset)
+
+    def step():
+        return float(model.train_function(iterator)["loss"])
+
+    step()  # Traces once more, for this iterator type.
+    return step
+
+
+@run_context(0, "float32", clear_session=False)  # Restores the policy and seeds afterwards.
+def run(width=0.25, pairs=128, rounds=8):
+    """Seconds per step of both, step by step in alternation, and the median ratio custom / plain."""
     pair_images, labels = training_bench.synthetic_batch(pairs, views=2)
     flat_images = tf.concat(tf.unstack(pair_images, axis=1), axis=0)
-    models = {
-        "custom": (custom_model(width),
-                   tf.data.Dataset.from_tensors((pair_images, labels)).repeat()),
-        "plain": (plain_model(width),
-                  tf.data.Dataset.from_tensors((flat_images, tf.tile(labels, [2]))).repeat()),
-    }
-    steps = {}
-    for name, (model, dataset) in models.items():
-        # Builds and traces the step.
-        model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)
-        iterator = iter(dataset)
-        steps[name] = functools.partial(_train_step, model, iterator)
-        steps[name]()  # Traces once more, for this iterator type.
-    wall = {name: [] for name in models}
-    cpu = {name: [] for name in models}
-    for round_index in range(rounds):
-        order = ("custom", "plain") if round_index % 2 == 0 else ("plain", "custom")
-        for name in order:
-            seconds, cpu_seconds = timing.time_call(steps[name])
-            wall[name].append(seconds)
-            cpu[name].append(cpu_seconds)
-    ratios = [c / p for c, p in zip(wall["custom"], wall["plain"])]
+    timed = timing.alternate(
+        {"custom": compiled_step(custom_model(width), (pair_images, labels)),
+         "plain": compiled_step(plain_model(width), (flat_images, tf.tile(labels, [2])))}, rounds)
     images = 2 * pairs
     return {
         "policy": "float32",
@@ -81,30 +74,27 @@ def run(width=0.25, pairs=128, rounds=8):
         "pairs_per_step": pairs,
         "images_per_step": images,
         "rounds": rounds,
-        "custom_seconds_per_step": wall["custom"],
-        "plain_seconds_per_step": wall["plain"],
-        "custom_cpu_seconds_per_step": cpu["custom"],
-        "plain_cpu_seconds_per_step": cpu["plain"],
-        "ratios": ratios,
-        "ratio": timing.median(ratios),
-        "cpu_ratio": timing.median(cpu["custom"]) / timing.median(cpu["plain"]),
-        "custom_images_per_second": images / timing.median(wall["custom"]),
-        "plain_images_per_second": images / timing.median(wall["plain"]),
-        "cpu_share": timing.cpu_share(sum(map(sum, cpu.values())), sum(map(sum, wall.values()))),
-        "goal_ratio": GOAL_RATIO,
+        "custom_seconds_per_step": timed.wall["custom"],
+        "plain_seconds_per_step": timed.wall["plain"],
+        "custom_cpu_seconds_per_step": timed.cpu["custom"],
+        "plain_cpu_seconds_per_step": timed.cpu["plain"],
+        "ratios": timed.ratios("custom", "plain"),
+        "ratio": timed.ratio("custom", "plain"),
+        "cpu_ratio": timed.cpu_ratio("custom", "plain"),
+        "custom_images_per_second": images / timed.seconds("custom"),
+        "plain_images_per_second": images / timed.seconds("plain"),
+        "cpu_share": timed.cpu_share(),
+        # The goal as a bound on this time ratio: speed >= s is time custom / plain <= 1 / s.
+        "goal_ratio": 1 / goals.CUSTOM_STEP_SPEED.bound,
     }
-
-
-def _train_step(model, iterator):
-    """One step of `model`'s compiled training function; returns the loss as a Python float."""
-    return float(model.train_function(iterator)["loss"])
 
 
 if __name__ == "__main__":
     result = run()
-    print(f"custom: {timing.median(result['custom_seconds_per_step']):.3f} s/step, "
-          f"plain: {timing.median(result['plain_seconds_per_step']):.3f} s/step "
+    print(f"custom: {result['images_per_step'] / result['custom_images_per_second']:.3f} s/step, "
+          f"plain: {result['images_per_step'] / result['plain_images_per_second']:.3f} s/step "
           f"({result['images_per_step']} images, width {result['width']}, float32)")
     print(f"ratios per round: {', '.join(f'{r:.3f}' for r in result['ratios'])}")
     print(f"median ratio custom/plain: {result['ratio']:.3f}, in CPU seconds "
-          f"{result['cpu_ratio']:.3f} (goal <= {GOAL_RATIO}); CPU share {result['cpu_share']:.2f}")
+          f"{result['cpu_ratio']:.3f} (goal: speed plain/custom {goals.CUSTOM_STEP_SPEED}); "
+          f"CPU share {result['cpu_share']:.2f}")
