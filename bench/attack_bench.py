@@ -1,18 +1,24 @@
-"""What FGSM and PGD cost next to a clean evaluation of the same batch.
+"""What FGSM and PGD cost next to a clean evaluation of the same batch, as the evaluator runs them.
 
-A width-1/4 float32 encoder + classifier (untrained: the cost does not depend on the
-weights) and 256 test images of the embedded sample. Clean is one forward pass; FGSM
-(`attacks.fgsm.fgsm`) is a forward and a backward pass to the input, then a forward pass
-to score the adversarial images; PGD-k (`attacks.pgd.pgd`, one restart) is k forward and
-backward passes plus that final forward pass. Each is a `tf.function` compiled with XLA
-as `attacks.evaluate` runs them, traced before timing; all are timed in alternation
-(`timing.alternate`) and the medians over the rounds are reported. (The evaluator shares one FGSM
-gradient among all epsilons, so there each further epsilon costs one forward pass.)
+The network `attacks.evaluate` attacks: a width-1/4 encoder + classifier (untrained: the
+cost does not depend on the weights) turned into its float32 copy with Keras's
+BatchNormalization (`models.precision.float32_copy`, what the attack stage loads), every
+pass in inference mode, on 256 test images of the embedded sample. Clean is one forward
+pass; FGSM (`attacks.fgsm.fgsm`) is a forward and a backward pass to the input, then a
+forward pass to score the adversarial images; PGD-k (`attacks.pgd.pgd`, one restart) is k
+forward and backward passes plus that final forward pass. Each is a `tf.function`, traced
+before timing, timed with XLA and without in alternation (`timing.alternate`), medians
+over the rounds; the headline ratios are those of the setting the evaluator picks here
+(`attack.jit_compile=auto`: XLA on a GPU or without oneDNN, not with oneDNN on a CPU).
+(The evaluator shares one FGSM gradient among all epsilons, so there each further
+epsilon costs one forward pass: `fgsm_shared_gradient_ratio`.)
 
-In FLOPs a backward pass to the input equals a forward pass (the gradients of the
-weights are not asked for, and TensorFlow prunes them), so FGSM ideally costs 2 clean
-passes and PGD-k 2k + 1; `pgd_ratio / (k + 1)` is given as well, since k + 1 is the
-other common rule of thumb. The goal is `goals.FGSM_OVER_CLEAN`.
+FGSM's floor: a backward pass to the input costs in FLOPs what the forward pass does
+(the gradients of the weights are not asked for, and TensorFlow prunes them), so FGSM is
+at least 2 + (backward to the input / forward) clean passes, 3 where the two cost alike;
+`bench/fgsm_ops_bench.py` times that ratio convolution by convolution. PGD-k is about
+2k + 1; `pgd_ratio / (k + 1)` is given as well, k + 1 being the other rule of thumb. The
+goal is `goals.FGSM_OVER_CLEAN`.
 
 Run alone: `.venv/bin/python bench/attack_bench.py`.
 """
@@ -33,22 +39,27 @@ from attacks.pgd import pgd
 from bench import goals
 from bench import timing
 from bench import training_bench
+from models import precision
 from pipeline import datasets
 from training.run_context import run_context
 
 EPSILON = 8 / 255
 
 
+def evaluator_uses_xla():
+    """Whether `attacks.evaluate` compiles its attack steps with XLA on this machine."""
+    return precision.jit_compile("auto", on_cpu=precision.onednn_enabled() is False)
+
+
 @run_context(0, "float32", clear_session=False)  # Restores the policy and seeds afterwards.
 def run(width=0.25, batch_size=256, pgd_steps=10, rounds=3, no_xla=True):
     """Median seconds of clean, FGSM and PGD-k on one batch, and their ratios to clean.
 
-    Clean, FGSM and PGD (each ending with the forward pass that scores the adversarial
-    images) are compiled with XLA (`jit_compile=True`), as `attacks.evaluate` compiles
-    them by default. With `no_xla`, clean and FGSM are also timed without XLA, to show
-    what compiling them changes.
+    Every attack and its clean reference run the evaluator's network in inference mode,
+    with XLA and (with `no_xla`) without; "clean", "fgsm", "fgsm_shared_gradient" and
+    "pgd" and the ratios are those of the evaluator's own setting (`evaluator_xla`).
     """
-    model = training_bench.classifier_network(width)
+    model = precision.float32_copy(training_bench.classifier_network(width))
     test = datasets.load("sample").test
     if len(test) < batch_size:
         raise ValueError(f"the sample's test split has {len(test)} images, fewer than "
@@ -72,21 +83,23 @@ def run(width=0.25, batch_size=256, pgd_steps=10, rounds=3, no_xla=True):
     def fgsm_shared_gradient():
         return tf.argmax(model(step_from_gradient(images, gradient, EPSILON), training=False), axis=-1)
 
-    # The project's path (attacks.evaluate) compiles with XLA; the no-XLA figures are for comparison.
-    attacks = {"clean": tf.function(clean, jit_compile=True),
-               "fgsm": tf.function(fgsm_attack, jit_compile=True),
-               "fgsm_shared_gradient": tf.function(fgsm_shared_gradient, jit_compile=True),
-               "pgd": tf.function(pgd_attack, jit_compile=True)}
-    if no_xla:
-        attacks["clean_no_xla"] = tf.function(clean, jit_compile=False)
-        attacks["fgsm_no_xla"] = tf.function(fgsm_attack, jit_compile=False)
-        attacks["pgd_no_xla"] = tf.function(pgd_attack, jit_compile=False)
+    xla = evaluator_uses_xla()
+    compiled = (True, False) if no_xla else (True,)
+    attacks = {f"{name}_{'xla' if jit else 'no_xla'}": tf.function(function, jit_compile=jit)
+               for jit in compiled
+               for name, function in (("clean", clean), ("fgsm", fgsm_attack),
+                                      ("fgsm_shared_gradient", fgsm_shared_gradient), ("pgd", pgd_attack))}
     timed = timing.alternate(attacks, rounds, warmup=1)  # The warm-up traces.
     seconds = {name: timed.seconds(name) for name in attacks}
     cpu_seconds = {name: timed.cpu_seconds(name) for name in attacks}
+    own = "xla" if xla or not no_xla else "no_xla"
+    for name in ("clean", "fgsm", "fgsm_shared_gradient", "pgd"):
+        seconds[name], cpu_seconds[name] = seconds[f"{name}_{own}"], cpu_seconds[f"{name}_{own}"]
     pgd_ratio = seconds["pgd"] / seconds["clean"]
     return {
         "policy": "float32",
+        "network": "float32 copy with Keras BatchNormalization, inference mode (what the attack stage attacks)",
+        "evaluator_xla": own == "xla",
         "width": width,
         "batch_size": batch_size,
         "epsilon": "8/255",
@@ -105,6 +118,7 @@ def run(width=0.25, batch_size=256, pgd_steps=10, rounds=3, no_xla=True):
         "pgd_cpu_ratio": cpu_seconds["pgd"] / cpu_seconds["clean"],
         "cpu_share": timed.cpu_share(),
         "goal_fgsm_ratio": goals.FGSM_OVER_CLEAN.bound,
+        "fgsm_xla_ratio": seconds["fgsm_xla"] / seconds["clean_xla"],
         **({"fgsm_no_xla_ratio": seconds["fgsm_no_xla"] / seconds["clean_no_xla"],
             "fgsm_no_xla_cpu_ratio": cpu_seconds["fgsm_no_xla"] / cpu_seconds["clean_no_xla"]}
            if no_xla else {}),
@@ -114,7 +128,8 @@ def run(width=0.25, batch_size=256, pgd_steps=10, rounds=3, no_xla=True):
 if __name__ == "__main__":
     result = run()
     seconds = result["seconds"]
-    print(f"clean {seconds['clean']:.3f} s, FGSM {seconds['fgsm']:.3f} s, "
+    print(f"as the evaluator runs them ({'XLA' if result['evaluator_xla'] else 'no XLA'}): "
+          f"clean {seconds['clean']:.3f} s, FGSM {seconds['fgsm']:.3f} s, "
           f"PGD-{result['pgd_steps']} {seconds['pgd']:.3f} s for {result['batch_size']} images")
     print(f"FGSM/clean {result['fgsm_ratio']:.2f} (goal {goals.FGSM_OVER_CLEAN}), in CPU seconds "
           f"{result['fgsm_cpu_ratio']:.2f}")

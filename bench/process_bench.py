@@ -14,7 +14,7 @@ workdir, deleted afterwards):
   figure. Both are recorded.
 - memory: the same at full width (`--config.model.width=1.0`, batch 128, `--precision`
   as configured: auto), ended after `memory_steps` steps; the figure is the process's
-  peak resident memory (`ru_maxrss`), goal `goals.PEAK_MEMORY`. On the full CIFAR-10 JPEG copy
+  peak resident memory (VmHWM, `first_steps.peak_resident_bytes`), goal `goals.PEAK_MEMORY`. On the full CIFAR-10 JPEG copy
   when `../shared/data/cifar10-jpeg.tar` is there (its 50,000 training images are held
   in memory as training does), else on the sample.
 

@@ -11,7 +11,9 @@ bfloat16 arithmetic to outweigh the casts. On the AMD EPYC with AVX512_BF16 (2 c
 `make bench`, 2026-12-06, three runs, the two policies' steps in alternation) it trained
 the baseline 1.36-1.54x faster than float32 at full width (69 vs 47, 81 vs 52, 74 vs 54
 images/s) and 1.17-1.24x at width 1/4 (742 vs 593, 676 vs 561, 646 vs 558 images/s), so
-`auto` picks it from width 1/4, the smallest width measured; narrower networks,
+`auto` picks it from width 1/4, the smallest width measured (with the fused BatchNorm,
+2026-12-07, one run each: 1.50x and 1.43x at width 1/4, 1.64x and 1.70x at full width);
+narrower networks,
 unmeasured, stay float32, which is never slower than float32. An earlier measurement on
 an AVX-512 machine had width 1/4 slower in bfloat16 (998 against 1,062 images/s) and set
 the threshold at full width; `make bench` reports the ratio at widths 1/4 and 1 and
