@@ -66,7 +66,9 @@ def test_published_and_rerun_gives_the_same_numbers_without_training_or_attackin
     assert published.returncode == 0, published.stderr
     assert sorted(os.listdir(destination)) == sorted(
         ["results.json", "results.md", "robustness.png", "embeddings.png", "verdict.md", "verdict.json",
-         "verdict.png", "provenance.json"])
+         "verdict.png", "provenance.json",
+         # The robust arm's validation per epoch, and the RobustBench entries.
+         "validation.png", "robustbench.json"])
     with open(os.path.join(workdir, "compare.json")) as f:
         first_seconds = json.load(f)["attack_seconds"]
     stdout = compare(workdir)
