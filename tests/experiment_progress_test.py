@@ -30,16 +30,22 @@ def test_save_then_restore_into_a_fresh_workdir_carries_everything_but_the_logs(
     write(run / "supcon/pretrain/logs/train/events.out", "tensorboard")
     write(run / "attack/records/baseline/fgsm-abc.json", "{}")
     write(run / "compare.json", "{}")
+    write(run / "tune/search/trial_01/trial.json", "{}")
+    write(run / "tune/search/trial_01/checkpoint.weights.h5", "the trial's best weights")
     progress = tmp_path / "repo/results/progress"
     experiment_progress.save(str(run), str(progress))
     assert read(progress / "supcon/pretrain/backup/latest.weights.h5") == "epoch 3"
     assert not (progress / "supcon/pretrain/logs").exists()
+    # The tune search's records are carried, its copies of the trials' weights are not.
+    assert (progress / "tune/search/trial_01/trial.json").exists()
+    assert not (progress / "tune/search/trial_01/checkpoint.weights.h5").exists()
 
     fresh = tmp_path / "fresh"
     experiment_progress.restore(str(progress), str(fresh))
     carried = sorted(experiment_progress.carried_files(str(fresh)))
     assert carried == ["attack/records/baseline/fgsm-abc.json", "baseline/baseline/model.keras",
-                       "compare.json", "supcon/pretrain/backup/latest.weights.h5"]
+                       "compare.json", "supcon/pretrain/backup/latest.weights.h5",
+                       "tune/search/trial_01/trial.json"]
 
 
 def test_restore_keeps_what_the_workdir_already_has(tmp_path):

@@ -12,7 +12,8 @@ never overwriting a file the workdir already has. Then `make reproduce` carries 
 the saved run stopped: a finished arm is skipped (its inputs match), a cut one resumes
 from its last finished epoch, a finished attack evaluation is reused.
 
-TensorBoard logs are left out (they are the bulk and nothing resumes from them).
+TensorBoard logs are left out (they are the bulk and nothing resumes from them), and so are
+the tune search's copies of its trials' weights.
 """
 
 import argparse
@@ -22,6 +23,9 @@ import sys
 
 # Folders never carried: TensorBoard event files, and temporary folders.
 SKIPPED_DIRS = ("logs",)
+# Files never carried: Keras Tuner's copy of each trial's best weights (stage tune), which
+# nothing resumes from (a search resumes from its trials' records, a trial from its backup).
+SKIPPED_FILES = ("checkpoint.weights.h5",)
 
 
 def carried_files(root):
@@ -30,7 +34,7 @@ def carried_files(root):
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
         for name in sorted(files):
-            if not name.startswith("."):
+            if not name.startswith(".") and name not in SKIPPED_FILES:
                 found.append(os.path.relpath(os.path.join(folder, name), root))
     return found
 
