@@ -62,9 +62,7 @@ class AttackSettings:
                                               on_cpu=precision.onednn_enabled() is False),
             strong={key: tuple(value) if isinstance(value, (list, tuple)) else value
                     for key, value in attack.strong.items()},
-            own_epsilons={name: tuple(e / 255.0 for e in attack.own_epsilons[name.replace("-", "_")])
-                          for name in table.ATTACKS
-                          if tuple(attack.get("own_epsilons", {}).get(name.replace("-", "_"), ()))})
+            own_epsilons=_own_epsilons(attack.get("own_epsilons", {})))
 
     def epsilons_of(self, attack_name):
         """The epsilons `attack_name` runs at: its own where it has them, else `epsilons`."""
@@ -77,6 +75,13 @@ class AttackSettings:
                       batch_size=self.batch_size, seed=self.seed, jit_compile=self.jit_compile)
         own = {field: _plain(getattr(self, field)) for field in table.ATTACKS[attack_name].settings}
         return {**common, **own}
+
+
+def _own_epsilons(by_field):
+    """{attack name: epsilons in [0, 1]} of config.attack.own_epsilons (out of 255 there, keyed
+    by the name with '-' spelt '_'), for the attacks that have some."""
+    found = {name: tuple(by_field.get(name.replace("-", "_"), ())) for name in table.ATTACKS}
+    return {name: tuple(e / 255.0 for e in epsilons) for name, epsilons in found.items() if epsilons}
 
 
 def _plain(value):
