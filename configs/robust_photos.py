@@ -54,6 +54,8 @@ ARMS = {
     "at_supcon": "pretrain; loss.margin_weight=0.0",
     # The margin the search chose (results/robust_photos/tune/summary.md): pairwise, 1.76.
     "at_supcon_margin": "pretrain; loss.margin_form=pairwise; loss.margin=1.759",
+    # at_ce_long joins once at_supcon_margin has trained: its epochs are at_ce's 25 times the
+    # ratio of the two arms' median epoch times (compare.json, attack/training.md).
 }
 REPLICATED = ("at_ce", "at_supcon", "at_supcon_margin")
 SEEDS = (1,)

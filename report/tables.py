@@ -53,3 +53,32 @@ def markdown(rows):
                  "on the attack's `images` (eps 0 = clean accuracy there); the worst case counts an "
                  "image as robust only if every attack failed on it.")
     return "\n".join(lines) + "\n"
+
+
+def training_markdown(models, histories):
+    """A Markdown table of how each model trained: {model: compare.json's arm entry} and
+    {model: its robust validation (`stages.compare.validation_histories`)}."""
+    lines = ["| model | stage | changes | epochs logged | best epoch (val robust / clean) | "
+             "median s per epoch | training hours | commit |",
+             "|---|---|---|---:|---|---:|---:|---|"]
+    for model, entry in models.items():
+        times = entry.get("epoch_seconds") or {}
+        history = histories.get(model) or {}
+        best = history.get("best_epoch")
+        if best in history.get("epoch", []):
+            at = history["epoch"].index(best)
+            kept = (f"{best} ({100 * history['val_robust_accuracy'][at]:.1f} / "
+                    f"{100 * history['val_clean_accuracy'][at]:.1f})")
+        else:
+            kept = "-"
+        changes = "; ".join(f"{k}={v}" for k, v in (entry.get("changes") or {}).items()) or "-"
+        median = f"{times['median']:.0f}" if times.get("median") else "-"
+        hours = f"{times['total'] / 3600:.2f}" if times.get("total") else "-"
+        lines.append(f"| {model} | {entry.get('stage', '-')} | {changes} | {times.get('logged', '-')} | "
+                     f"{kept} | {median} | {hours} | {str(entry.get('commit', '-'))[:10]} |")
+    lines.append("\nEpoch times from the TensorBoard logs of every run that trained the model "
+                 "(`training.fit.epoch_seconds`): an epoch runs from the previous one's end, "
+                 "its validation included; training hours sum them, so they include any time the "
+                 "run was suspended, which the median ignores; an epoch whose log a killed run "
+                 "never flushed is not counted.")
+    return "\n".join(lines) + "\n"

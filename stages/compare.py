@@ -17,23 +17,25 @@ config.compare.pairs, A against B, attack by attack and epsilon by epsilon, with
 errors (`report.verdict`). Where arms NAME_seedK train A and B again with seed K, the
 pair is judged on every seed both have, pooled. WORKDIR/compare.json records what
 produced it: the commit of the last run and of the run that finished each model, the
-machine, the data's sha256, the seed, each model's config and training time, the
-attacks' compute time (summed over the evaluations, whichever run did them) and the
-commit that wrote the report.
+machine, the data's sha256, the seed, each model's config and training time (its epochs'
+times too, tabled in WORKDIR/attack/training.md), the attacks' compute time (summed over
+the evaluations, whichever run did them) and the commit that wrote the report.
 """
 
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 
 from common import atomic_files
 from common.errors import UserError
 from configs import arms
-from report import plots, verdict
+from report import plots, tables, verdict
 from stages import attack
 from stages import train
+from training import fit
 from training import robust_validation
 from training import specs
 
@@ -92,6 +94,7 @@ def run(config, workdir):
             entry = {"stage": stage, "changes": changes, "inputs": summary.get("inputs"),
                      "seconds": time.time() - start, "images_per_second": summary.get("images_per_second"),
                      "final": summary.get("final"), "commit": _commit()}
+        entry["epoch_seconds"] = _epoch_times(os.path.join(arm_workdir, stage))
         record["arms"][arm] = entry
         record.update(commit=_commit(), machine=f"{_cpu_model()}, {os.cpu_count()} cores",
                       data=config.data.name, data_dir=config.data.data_dir,
@@ -100,8 +103,11 @@ def run(config, workdir):
         atomic_files.write_json(record_path, record)
     histories = validation_histories({arm: os.path.join(workdir, arm, stage)
                                       for arm, stage, _ in chosen})
+    os.makedirs(os.path.join(workdir, "attack"), exist_ok=True)
+    atomic_files.write_text(os.path.join(workdir, "attack", "training.md"),
+                            tables.training_markdown({arm: record["arms"][arm] for arm, _, _ in chosen},
+                                                     histories))
     if histories:
-        os.makedirs(os.path.join(workdir, "attack"), exist_ok=True)
         atomic_files.save_figure(
             plots.validation_figure(histories, "Robust validation after every epoch (the star: "
                                     "the epoch kept)"),
@@ -132,6 +138,15 @@ def run(config, workdir):
         os.path.join(workdir, "attack", "verdict.png"))
     print("\n" + text)
     return results
+
+
+def _epoch_times(folder):
+    """How long a model's epochs took (`training.fit.epoch_seconds`), or None if unlogged."""
+    seconds = fit.epoch_seconds(folder)
+    if not seconds:
+        return None
+    return {"logged": len(seconds), "median": statistics.median(seconds.values()),
+            "total": sum(seconds.values()), "per_epoch": seconds}
 
 
 def validation_histories(folders):

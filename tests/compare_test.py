@@ -41,6 +41,15 @@ def test_three_arms_attacked_alike_with_a_verdict(run):
     assert record["arms"]["supcon"]["changes"] == {"loss.margin_weight": 0.0}
     assert record["seed"] == 0 and record["commit"] and "cores" in record["machine"]
     assert record["report_commit"] == record["commit"] == record["arms"]["baseline"]["commit"]
+    # Every model's epochs timed from its TensorBoard logs, and tabled.
+    for arm in ("baseline", "supcon", "supcon_margin", "robust"):
+        times = record["arms"][arm]["epoch_seconds"]
+        assert times["logged"] == len(times["per_epoch"]) >= 1 and times["median"] > 0
+        assert times["total"] == pytest.approx(sum(times["per_epoch"].values()))
+    with open(os.path.join(workdir, "attack", "training.md")) as f:
+        training_table = f.read()
+    assert all(f"| {arm} | " in training_table for arm in ("baseline", "supcon", "robust"))
+    assert "| robust | pretrain | adversarial.method=n_fgsm | " in training_table
     assert record["attack_seconds"] == pytest.approx(
         sum(s for by_attack in results["seconds"].values() for s in by_attack.values()))
     with open(os.path.join(workdir, "attack", "verdict.json")) as f:
@@ -67,8 +76,8 @@ def test_published_and_rerun_gives_the_same_numbers_without_training_or_attackin
     assert sorted(os.listdir(destination)) == sorted(
         ["results.json", "results.md", "robustness.png", "embeddings.png", "verdict.md", "verdict.json",
          "verdict.png", "provenance.json",
-         # The robust arm's validation per epoch, and the RobustBench entries.
-         "validation.png", "robustbench.json"])
+         # The robust arm's validation per epoch, how each model trained, the RobustBench entries.
+         "validation.png", "training.md", "robustbench.json"])
     with open(os.path.join(workdir, "compare.json")) as f:
         first_seconds = json.load(f)["attack_seconds"]
     stdout = compare(workdir)

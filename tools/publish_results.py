@@ -4,7 +4,7 @@
 
 Copies what `--stage compare` wrote (attack/results.json, results.md, robustness.png,
 embeddings.png, verdict.md/.json/.png, compare.json: commit, machine, data sha256, seed, configs, times;
-validation.png, robustbench.json and the tune search's summary where they exist) and
+validation.png, training.md, robustbench.json and the tune search's summary where they exist) and
 refuses to overwrite a folder that holds results of another commit unless --replace. Where
 that folder already holds the same accuracies (what `make reproduce` gives after restoring
 the committed progress: the report written again from the same models and records), it is
@@ -24,6 +24,7 @@ FILES = {"attack/results.json": "results.json", "attack/results.md": "results.md
          "compare.json": "provenance.json"}
 # Copied where the experiment has them: the robust validation picture, the tune search's report.
 OPTIONAL = {"attack/validation.png": "validation.png", "attack/robustbench.json": "robustbench.json",
+            "attack/training.md": "training.md",
             "tune/summary.md": "tune/summary.md", "tune/summary.json": "tune/summary.json",
             "tune/objective.png": "tune/objective.png"}
 
