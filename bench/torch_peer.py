@@ -292,7 +292,11 @@ def total_loss(network, images, labels, contrastive):
 
 
 def make_optimizer(network):
-    """SGD(0.1, momentum 0.9), weight decay 5e-4 on conv and dense kernels only."""
+    """SGD(0.1, momentum 0.9), weight decay 5e-4 on conv and dense kernels only.
+
+    PyTorch adds the decay to the gradient, so it passes through the momentum; Keras's is
+    decoupled (models/optimizer.py). The first step is the same (tests/torch_peer_test.py);
+    the arithmetic per step is the same size, which is all the bench needs."""
     decay, no_decay = [], []
     for name, parameter in network.named_parameters():
         is_kernel = parameter.ndim > 1  # Conv and Linear weights; BN scale/shift and biases are 1-D.

@@ -6,6 +6,7 @@ place (`os.replace` is atomic on POSIX within one file system).
 
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -64,6 +65,22 @@ def save_model(model, path):
     temporary = _temporary_path(path, suffix=".keras")
     try:
         model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def link_or_copy(source, path):
+    """`path` becomes a hard link to `source` (a copy where links are not possible), through a
+    temporary name renamed into place."""
+    temporary = _temporary_path(path, suffix=os.path.splitext(path)[1])
+    try:
+        try:
+            os.remove(temporary)  # mkstemp made it; the link takes its (unique) name.
+            os.link(source, temporary)
+        except OSError:
+            shutil.copyfile(source, temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -91,6 +91,9 @@ def base_config():
         batch_size=500,
         collapse_drop=20.0,  # Points of robust accuracy below the best that count as a collapse.
         stop_on_collapse=True,  # End training at a collapse (the best model is kept either way).
+        # Which epoch is best: one_se (the most clean-accurate within one standard error of
+        # the most robust) or most_robust (training/robust_validation.py).
+        keep="one_se",
         use="best",  # Which model finetune, attack and export take: best (epoch) or last.
     ))
 

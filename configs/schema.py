@@ -202,6 +202,7 @@ FIELDS = {
     "validation.batch_size": _POSITIVE,
     "validation.collapse_drop": Number(float, 0.0, 100.0, open_low=True),
     "validation.stop_on_collapse": Flag(),
+    "validation.keep": Choice(("one_se", "most_robust")),
     "validation.use": Choice(("best", "last")),
 
     "compare.paper_arms": Flag(),

@@ -1,8 +1,13 @@
 """The optimiser and learning-rate schedule named by a training config.
 
 SGD with momentum and a cosine schedule after a linear warm-up, as SupContrast trains
-CIFAR; AdamW as an option. Weight decay is decoupled (Keras applies it to the weights
-directly) and skips BatchNorm parameters and biases, which it would only shrink.
+CIFAR; AdamW as an option. Weight decay skips BatchNorm parameters and biases, which it
+would only shrink, and is decoupled: Keras shrinks a kernel by lr * weight_decay * w each
+step, outside the momentum. PyTorch's SGD, which the published recipes use, adds
+weight_decay * w to the gradient instead, so the momentum carries it: at momentum m it
+shrinks a slowly changing kernel by lr * weight_decay * w / (1 - m) per step, 10 times
+more at m = 0.9. A recipe's `weight_decay=5e-4` (fast adversarial training, N-FGSM,
+TRADES) corresponds to about `config.train.weight_decay=5e-3` here.
 """
 
 import keras

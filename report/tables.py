@@ -76,9 +76,8 @@ def training_markdown(models, histories):
         hours = f"{times['total'] / 3600:.2f}" if times.get("total") else "-"
         lines.append(f"| {model} | {entry.get('stage', '-')} | {changes} | {times.get('logged', '-')} | "
                      f"{kept} | {median} | {hours} | {str(entry.get('commit', '-'))[:10]} |")
-    lines.append("\nEpoch times from the TensorBoard logs of every run that trained the model "
-                 "(`training.fit.epoch_seconds`): an epoch runs from the previous one's end, "
-                 "its validation included; training hours sum them, so they include any time the "
-                 "run was suspended, which the median ignores; an epoch whose log a killed run "
-                 "never flushed is not counted.")
+    lines.append("\nEpoch times from each model's history.csv (`training.fit.EpochTimer`), over "
+                 "every run that trained it: an epoch's training and validation; training hours "
+                 "sum them, so they include any time a run was suspended, which the median "
+                 "ignores; an epoch a killed run did not log is not counted.")
     return "\n".join(lines) + "\n"

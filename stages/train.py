@@ -66,7 +66,7 @@ def robust_validation_callback(config, stage, validation_split, out, strategy):
     return robust_validation.RobustValidation(
         images, labels, validation.attack, validation.epsilon / 255.0,
         robust_validation.settings_for(config), out, validation.collapse_drop / 100.0,
-        validation.stop_on_collapse, write=distribute.is_chief(strategy))
+        validation.stop_on_collapse, write=distribute.is_chief(strategy), keep=validation.keep)
 
 
 def _differences(old, new):

@@ -43,7 +43,8 @@ INPUTS = "inputs.json"
 SPEC = specs.StageSpec(specs.PRETRAIN.name, reads=specs.PRETRAIN.reads + (
     "tune", "attack.pgd_steps", "attack.pgd_step_size", "attack.pgd_restarts",
     "attack.use_predictions", "attack.batch_size", "attack.jit_compile"))
-NOT_DECIDING = ("tune.max_trials", "tune.trials_per_process", "tune.overwrite")
+# Nor does which epoch a stage keeps: a trial is scored after its last epoch.
+NOT_DECIDING = ("tune.max_trials", "tune.trials_per_process", "tune.overwrite", "validation.keep")
 OWN = (tuner_lib.SEARCH, tuner_lib.TRIALS, tuner_lib.TENSORBOARD, INPUTS, "config.json",
        "summary.json", "summary.md", "objective.png", report.BEST_CONFIG)
 

@@ -186,10 +186,11 @@ class ScriptedValidation(robust_validation.RobustValidation):
     """RobustValidation whose measurement follows a script, and which gives the model
     distinct weights each epoch, so the kept model can be told apart."""
 
-    def __init__(self, script, out, **kwargs):
-        images, labels = batch(count=4)
+    def __init__(self, script, out, count=4, **kwargs):
+        images, labels = batch(count=count)
         super().__init__(images.numpy(), labels.numpy(), "pgd", EPSILON, None, out, **kwargs)
-        self.script = list(script)
+        # Robust accuracy per epoch, or (robust, clean) pairs; clean is 0.9 where not given.
+        self.script = [step if isinstance(step, tuple) else (step, 0.9) for step in script]
         self.weights_by_epoch = {}
 
     def on_epoch_end(self, epoch, logs=None):
@@ -197,20 +198,20 @@ class ScriptedValidation(robust_validation.RobustValidation):
         kernel.assign(tf.fill(kernel.shape, float(epoch + 1)))
         self.weights_by_epoch[epoch + 1] = float(epoch + 1)
         original = robust_validation.measure
-        robust_validation.measure = lambda *args, **kwargs: (0.9, self.script[epoch])
+        robust_validation.measure = lambda *args, **kwargs: self.script[epoch][::-1]
         try:
             super().on_epoch_end(epoch, logs)
         finally:
             robust_validation.measure = original
 
 
-def run_epochs(validation, epochs):
+def run_epochs(validation, epochs, first=0):
     model = tiny_model()
     model.compile(optimizer=keras.optimizers.SGD(0.0))
     validation.set_model(model)
     model.stop_training = False
     history = []
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         logs = {}
         validation.on_epoch_end(epoch, logs)
         history.append(logs)
@@ -230,6 +231,50 @@ def test_the_best_epoch_model_is_the_one_with_the_highest_robust_accuracy(tmp_pa
     assert np.all(kernel == 2.0)  # The weights it had at epoch 2.
     assert robust_validation.model_file(str(tmp_path)) == str(tmp_path / robust_validation.BEST_MODEL)
     assert robust_validation.model_file(str(tmp_path), "last") == str(tmp_path / "model.keras")
+
+
+def test_one_se_keeps_the_most_accurate_epoch_within_one_standard_error_of_the_most_robust():
+    per_epoch = [{"epoch": 5, "robust_accuracy": 0.300, "clean_accuracy": 0.70},
+                 {"epoch": 17, "robust_accuracy": 0.376, "clean_accuracy": 0.589},
+                 {"epoch": 25, "robust_accuracy": 0.375, "clean_accuracy": 0.613}]
+    # One standard error of 37.6% on 1,000 images: sqrt(0.376 * 0.624 / 1000) = 1.53 points.
+    assert [e["epoch"] for e in robust_validation.choosable(per_epoch, 1000)] == [17, 25]
+    assert robust_validation.choose(per_epoch, 1000)["epoch"] == 25
+    assert robust_validation.choose(per_epoch, 1000, "most_robust")["epoch"] == 17
+    # On 1,000,000 images the error is 0.05 points: 37.5% is no longer within it.
+    assert robust_validation.choose(per_epoch, 1000000)["epoch"] == 17
+    # Equal clean accuracy: the more robust, then the earlier.
+    tied = [dict(e, clean_accuracy=0.6) for e in per_epoch]
+    assert robust_validation.choose(tied, 1000)["epoch"] == 17
+    assert robust_validation.choose([], 1000) is None
+
+
+def test_one_se_can_choose_an_earlier_epoch_from_the_candidates_it_kept(tmp_path):
+    # 100 images: one standard error is about 5 points. After epoch 2 the choice is epoch 2
+    # (within 5 points of epoch 1's 40%, more clean-accurate); epoch 3's 44% leaves epoch 2
+    # (38%) out and epoch 1 (40%) in, and epoch 1 is the more clean-accurate of 1 and 3.
+    validation = ScriptedValidation([(0.40, 0.62), (0.38, 0.65), (0.44, 0.55)], str(tmp_path), count=100)
+    run_epochs(validation, 3)
+    assert validation.record()["best"] == {"epoch": 1, "robust_accuracy": 0.40, "clean_accuracy": 0.62}
+    best = keras.models.load_model(tmp_path / robust_validation.BEST_MODEL)
+    assert np.all([w for w in best.weights if w.path.endswith("kernel")][-1].numpy() == 1.0)
+    candidates = tmp_path / robust_validation.CANDIDATES
+    assert sorted(os.listdir(candidates)) == ["epoch-0001.keras", "epoch-0003.keras"]
+    # Resumed: epoch 4's 45% leaves epoch 1 out; epoch 4 is kept, and only 3 and 4 remain.
+    resumed = ScriptedValidation([None] * 3 + [(0.45, 0.70)], str(tmp_path), count=100)
+    assert resumed.best["epoch"] == 1
+    run_epochs(resumed, 4, first=3)
+    assert resumed.record()["best"]["epoch"] == 4 and resumed.record()["keep"] == "one_se"
+    assert sorted(os.listdir(candidates)) == ["epoch-0003.keras", "epoch-0004.keras"]
+    best = keras.models.load_model(tmp_path / robust_validation.BEST_MODEL)
+    assert np.all([w for w in best.weights if w.path.endswith("kernel")][-1].numpy() == 4.0)
+    assert "within one standard error" in robust_validation.describe_choice(str(tmp_path))
+    # most_robust keeps epoch 3, and no candidates.
+    other = tmp_path / "most_robust"
+    validation = ScriptedValidation([(0.40, 0.62), (0.38, 0.65), (0.44, 0.55)], str(other), count=100,
+                                    keep="most_robust")
+    run_epochs(validation, 3)
+    assert validation.record()["best"]["epoch"] == 3 and not os.path.exists(other / "candidates")
 
 
 def test_the_collapse_guard_fires_on_a_collapse_and_stops_training(tmp_path, capsys):

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from training import fit
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 30
 
@@ -48,6 +50,9 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     assert epochs[0] == 0 and epochs[-1] == EPOCHS - 1
     assert epochs.count(0) == 1
     assert len(epochs) <= EPOCHS + 1  # At most the one epoch cut short is run again.
+    # Every epoch's wall time, from both runs, is read back from history.csv.
+    seconds = fit.epoch_seconds(os.path.join(workdir, "baseline"))
+    assert sorted(seconds) == list(range(1, EPOCHS + 1)) and min(seconds.values()) > 0
     assert os.path.exists(os.path.join(workdir, "baseline", "model.keras"))
 
 

@@ -116,35 +116,6 @@ def test_a_checkpoint_with_other_layer_classes_is_one_clear_error(tmp_path, monk
         train.train(smoke_config(epochs=3), workdir, "baseline", verbose=0)
 
 
-def _event_file(folder, started, epochs):
-    """A TensorBoard event file whose run started at `started` and logged {step: wall time}."""
-    import tensorflow as tf
-    from tensorboard.compat.proto import event_pb2
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"events.out.tfevents.{int(started)}.host.1.0.v2")
-    with tf.io.TFRecordWriter(path) as writer:
-        writer.write(event_pb2.Event(wall_time=started, file_version="brain.Event:2").SerializeToString())
-        for step, wall_time in epochs.items():
-            for offset, tag in enumerate(("epoch_accuracy", "epoch_loss")):  # Keras: one per scalar.
-                event = event_pb2.Event(wall_time=wall_time + offset / 1000, step=step)
-                event.summary.value.add(tag=tag)
-                writer.write(event.SerializeToString())
-
-
-def test_epoch_seconds_are_read_back_from_every_run_that_trained_the_stage(tmp_path):
-    logs = str(tmp_path / "logs" / "train")
-    # The first run trains epochs 1-2 (steps 0-1) and logs epoch 3 just before it is killed;
-    # the resumed run (a later file) trains epoch 3 again, then 4.
-    _event_file(logs, 100.0, {0: 160.0, 1: 250.0, 2: 330.0})
-    _event_file(logs, 1000.0, {2: 1090.0, 3: 1170.0})
-    seconds = fit_lib.epoch_seconds(str(tmp_path))
-    assert list(seconds) == [1, 2, 3, 4]
-    assert seconds[1] == pytest.approx(60.0) and seconds[2] == pytest.approx(90.0)
-    assert seconds[3] == pytest.approx(90.0)  # The resumed run's, from its start.
-    assert seconds[4] == pytest.approx(80.0)
-    assert fit_lib.epoch_seconds(str(tmp_path / "nothing")) == {}
-
-
 def test_divergence_before_any_checkpoint_says_so(tmp_path):
     with pytest.raises(Diverged, match="no epoch had finished, so there is no checkpoint"):
         train.train(smoke_config(), str(tmp_path), "baseline",

@@ -309,3 +309,16 @@ def test_adversarial_training_enters_the_search_key_where_it_trains_the_trials()
     assert robust["adversarial.method"] == "n_fgsm" and robust["adversarial.epsilon"] == 8.0
     config.adversarial.stages = ("baseline",)  # Trials train pretrain's model: not adversarially.
     assert tune_stage.search_inputs(config) == plain
+
+
+def test_the_committed_robust_search_is_the_one_configs_robust_photos_asks_for():
+    """`make reproduce-robust` skips the committed margin search only while the `:tune`
+    config's search key equals the one it was run with (results/robust_photos/progress)."""
+    from configs import robust_photos
+
+    config = robust_photos.get_config("tune")
+    if not os.path.isfile(config.data.data_dir):
+        pytest.skip(f"{config.data.data_dir} is not here (../shared)")
+    with open(os.path.join(REPO, "results", "robust_photos", "progress", "tune", "inputs.json")) as f:
+        committed = json.load(f)
+    assert tune_stage.search_inputs(config) == committed

@@ -9,16 +9,15 @@ the bench do not notice the difference. Every run gets:
 - the divergence stop: training ends at the first non-finite loss with `Diverged`, whose
   message names the stage, epoch and step, and OUT/backup (the last good epoch) is kept;
   the run writes OUT/diverged.json for the rerun to find;
-- CSV (OUT/history.csv) and TensorBoard (OUT/logs) logs, and the images per second;
-  `epoch_seconds(OUT)` reads every epoch's wall time back from the TensorBoard logs, across
-  every run that resumed the stage.
+- CSV (OUT/history.csv) and TensorBoard (OUT/logs) logs, each epoch's wall seconds among
+  them (`EpochTimer`; `epoch_seconds(OUT)` reads them back), and the images per second.
 
 Under several workers only the chief writes into OUT; the others restore from OUT/backup
 but write their checkpoints and logs into temporary folders (`training.distribute`), and
 a worker that stops answering ends the run on the others with `WorkerLost`.
 """
 
-import glob
+import csv
 import json
 import math
 import os
@@ -61,6 +60,22 @@ class Throughput(keras.callbacks.Callback):
     @property
     def images_per_second(self):
         return self.steps * self.images_per_step / self.seconds if self.seconds else None
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Logs each epoch's wall seconds as `epoch_seconds`, its validation (robust validation
+    included, which runs before this callback) counted, so history.csv carries them across
+    resumed runs and machines. A run's first epoch includes tracing; time the process was
+    suspended counts (a median over epochs ignores both)."""
+
+    KEY = "epoch_seconds"
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.KEY] = time.perf_counter() - self.start
 
 
 class StopOnDivergence(keras.callbacks.Callback):
@@ -129,6 +144,7 @@ def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.le
                                                double_checkpoint=True),
                     StopOnDivergence(stage, backup, learning_rate_flag),
                     *([robust_validation] if robust_validation is not None else []),
+                    EpochTimer(),
                     keras.callbacks.CSVLogger(os.path.join(own, "history.csv"), append=True),
                     keras.callbacks.TensorBoard(os.path.join(own, "logs")),
                     throughput]
@@ -160,33 +176,15 @@ def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.le
 
 
 def epoch_seconds(out):
-    """{epoch (1-based): wall seconds} of the epochs logged in OUT/logs/train, over every run.
-
-    Each run that trained the stage (the first and each resume) wrote its own event file,
-    whose first event is stamped when training started; Keras's TensorBoard callback writes
-    an epoch's scalars when the epoch ends, after its validation. An epoch's seconds run
-    from the previous epoch's scalars in the same file (for a run's first epoch, from the
-    file's start, so it includes building and tracing). An epoch logged by two runs (one
-    killed after logging it, before its checkpoint) keeps the later run's time. Time a run
-    spent suspended counts; the median epoch is the figure that ignores it.
-    """
-    import tensorflow as tf
-    from tensorboard.compat.proto import event_pb2
-
-    seconds = {}
-    files = sorted(glob.glob(os.path.join(out, "logs", "train", "events.out.tfevents.*")),
-                   key=lambda path: (int(os.path.basename(path).split(".")[3]), path))
-    for path in files:  # In the order the runs started: a later run's time wins.
-        previous, step = None, None
-        for record in tf.data.TFRecordDataset(path):
-            event = event_pb2.Event.FromString(record.numpy())
-            if previous is None:
-                previous = event.wall_time
-            elif event.step != step and any(value.tag.startswith("epoch_")
-                                            for value in event.summary.value):
-                seconds[event.step + 1] = event.wall_time - previous
-                previous, step = event.wall_time, event.step
-    return dict(sorted(seconds.items()))
+    """{epoch (1-based): wall seconds} of the epochs in OUT/history.csv (`EpochTimer`'s
+    column), over every run that trained the stage; {} where there are none."""
+    try:
+        with open(os.path.join(out, "history.csv"), newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return {}
+    return {int(row["epoch"]) + 1: float(row[EpochTimer.KEY]) for row in rows
+            if row.get(EpochTimer.KEY) not in (None, "")}
 
 
 def divergence_record(out):
