@@ -9,9 +9,11 @@ Every arm trains the quarter-width ResNet-18 on the 45,000 training images of
 N-FGSM adversarial training at 8/255 (de Jorge et al. 2022: a start drawn from
 [-16/255, 16/255], one step of 8/255, no projection back; the single-step method that
 does not overfit catastrophically at 8/255, `training/adversary.py`), the same schedule
-(SGD, momentum 0.9, weight decay 5e-4, batch 128, learning rate 0.1 after a 2-epoch warm-up,
-cosine to 0 over 25 epochs), data order, augmentation (crop and flip) and seed, PGD-10
-accuracy at 8/255 on 1,000 validation images after every epoch, and its best epoch kept:
+(SGD, momentum 0.9, weight decay 5e-3 decoupled = the recipes' 5e-4 coupled, batch 128,
+learning rate 0.1 after a 2-epoch warm-up, cosine to 0 over 25 epochs), data order,
+augmentation (crop and flip) and seed, PGD-10 accuracy at 8/255 on 1,000 validation images
+after every epoch, and its best epoch kept (the most clean-accurate within one standard
+error of the most robust, `training/robust_validation.py`):
 
 1. `at_ce`: cross-entropy on the adversarial images (the field's standard);
 2. `at_supcon`: SupCon + CE on two adversarial views, margin weight 0;
@@ -31,6 +33,18 @@ accuracy 25.3% against 24.7-24.9% for the other five trials (margins 0.96-1.89, 
 pairwise: the Bayesian oracle never drew the additive form in 6 trials), a spread within
 one standard error of 1,000 images (1.4 points): the margin's value barely matters after 5
 epochs. Each trial took about 7 minutes alone on the machine below.
+
+Weight decay: Keras's SGD decays the weights outside the momentum, PyTorch's (which the
+published recipes use) inside it, ten times more at momentum 0.9 (models/optimizer.py). The
+first at_ce run had 5e-4 in Keras's form; the same arm with 5e-3 (both trained from the
+same seed, validation PGD-10 at 8/255 / clean, on the same 1,000 images):
+
+    epoch        10           15           20           21           25
+    5e-4    32.7 / 49.9  36.3 / 54.9  37.0 / 60.9  37.4 / 61.1  37.5 / 61.3
+    5e-3    32.3 / 52.1  34.8 / 59.5  40.1 / 66.4  39.4 / 67.2  40.3 / 68.8
+
+so every arm trains with 5e-3. The first run is kept out of the results (the record of both
+runs: results/robust_photos/weight_decay.md).
 
 Measured on the 2-core AMD EPYC with AVX512_BF16 (mixed_bfloat16, 2026-12-07): a training
 step of 128 images takes 0.23-0.25 s for AT + CE and 0.62 s for AT + SupCon (two views),
@@ -69,7 +83,11 @@ QUESTION = ("contrastive terms add robustness on top of adversarial training: Su
 def get_config(arg=None):
     check_argument("configs/robust_photos.py", arg, ("tune", "seed0", "smoke"))
     config = real_photos.get_config()
-    config.train.update(batch_size=128, epochs=25, learning_rate=0.1, warmup_epochs=2)
+    # Weight decay 5e-3 in Keras's decoupled form is the recipes' 5e-4 in PyTorch's coupled
+    # form (models/optimizer.py); 5e-4 here was ten times weaker and cost at_ce 3 points of
+    # validation PGD-10 and 6 of clean accuracy at epochs 20-21 (docstring).
+    config.train.update(batch_size=128, epochs=25, learning_rate=0.1, warmup_epochs=2,
+                        weight_decay=5e-3)
     config.adversarial.update(method="n_fgsm", epsilon=8.0)
     config.validation.update(attack="pgd", steps=10, epsilon=8.0, examples=1000)
     config.loss.update(temperature=0.1, supcon_weight=1.0, margin_weight=1.0)
@@ -92,6 +110,10 @@ def get_config(arg=None):
     if arg == "tune":
         # A seeded 10,000 of the 45,000 training images (the validation split is the arms').
         config.data.max_train_examples = 10000
+        # The search ran with the weaker decay, before the convention above was found; its
+        # six margins scored within one standard error of each other (docstring), so it was
+        # not run again. Pinned, so that the committed search stays the one this asks for.
+        config.train.weight_decay = 5e-4
         return config
     if arg != "seed0":
         for seed in SEEDS:
