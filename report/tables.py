@@ -55,6 +55,38 @@ def markdown(rows):
     return "\n".join(lines) + "\n"
 
 
+# The epsilon the field reports L-infinity robustness on CIFAR at (RobustBench).
+STANDARD_EPSILON = 8 / 255
+
+
+def at_epsilon_markdown(rows, epsilon=STANDARD_EPSILON):
+    """A Markdown table of every model (rows) under every attack (columns, the worst case
+    last) at one `epsilon`, clean accuracy first; each column names its images. Empty text
+    where no attack ran at `epsilon`."""
+    attacks = [a for a in attacks_in(rows)
+               if any(r["attack"] == a and abs(r["epsilon"] - epsilon) < 1e-9 for r in rows)]
+    if not attacks:
+        return ""
+    found = {(r["model"], r["attack"]): r for r in rows
+             if r["attack"] == "clean" or abs(r["epsilon"] - epsilon) < 1e-9}
+    columns = ["clean"] + attacks
+
+    def images(attack):
+        sizes = sorted({r["n"] for (model, a), r in found.items() if a == attack})
+        return " or ".join(f"{n:,}" for n in sizes)
+
+    lines = [f"| model | " + " | ".join(f"{attack_table.title(a) if a != 'clean' else 'clean'} "
+                                         f"({images(a)})" for a in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        lines.append(f"| {model} | " + " | ".join(
+            cell(found[(model, a)]) if (model, a) in found else "-" for a in columns) + " |")
+    lines.append(f"\nAccuracy in percent ± one binomial standard error at eps "
+                 f"{epsilon_label(epsilon)}, each attack on the number of test images its column "
+                 "names; the worst case counts an image as robust only if every attack failed on it.")
+    return "\n".join(lines) + "\n"
+
+
 def training_markdown(models, histories):
     """A Markdown table of how each model trained: {model: compare.json's arm entry} and
     {model: its robust validation (`stages.compare.validation_histories`)}."""

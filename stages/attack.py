@@ -271,8 +271,11 @@ def evaluate_and_report(config, paths, out, keep=None, external=None):
                                                      name not in external)
                              for name, evaluations in every.items()})
     table = tables.markdown(rows)
+    standard = tables.at_epsilon_markdown(rows)
     atomic_files.write_text(os.path.join(out, "results.md"),
-                            f"# Robustness on {data.source}\n\nAttacks use the {targets}.\n\n{table}")
+                            f"# Robustness on {data.source}\n\nAttacks use the {targets}.\n\n{table}"
+                            + (f"\n## At {tables.epsilon_label(tables.STANDARD_EPSILON)}, the "
+                               f"epsilon the field reports\n\n{standard}" if standard else ""))
     title = f"{data.name}: {len(labels)} test images, attacks on {targets}"
     atomic_files.save_figure(plots.robustness_figure(rows, title), os.path.join(out, "robustness.png"))
     if embeddings:

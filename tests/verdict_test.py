@@ -88,6 +88,19 @@ def test_the_results_table_gives_each_accuracy_its_images_and_standard_error():
     assert math.isnan(tables.standard_error(0.5, 0)) and tables.standard_error(1.0, 7) == 0.0
 
 
+def test_the_table_at_8_255_puts_every_attack_beside_clean_with_its_images():
+    table = rows({"at_ce": {("clean", 0): 0.7}, "at_supcon": {("clean", 0): 0.6}}, n=10000)
+    table += rows({"at_ce": {("fgsm", 8): 0.45, ("fgsm", 4): 0.6}, "at_supcon": {("fgsm", 8): 0.4}},
+                  n=10000)
+    table += rows({"at_ce": {("worst", 8): 0.36}, "at_supcon": {("worst", 8): 0.5}}, n=1000)
+    text = tables.at_epsilon_markdown(table)
+    assert text.splitlines()[0] == "| model | clean (10,000) | FGSM (10,000) | worst case (1,000) |"
+    # sqrt(.7 * .3 / 10000) = 0.46; sqrt(.45 * .55 / 10000) = 0.50; sqrt(.36 * .64 / 1000) = 1.52.
+    assert "| at_ce | 70.0 ±0.5 | 45.0 ±0.5 | 36.0 ±1.5 |" in text
+    assert "| at_supcon | 60.0 ±0.5 | 40.0 ±0.5 | 50.0 ±1.6 |" in text
+    assert tables.at_epsilon_markdown(table, 16 / 255) == ""
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
 
