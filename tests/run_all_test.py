@@ -51,6 +51,10 @@ def test_table_pictures_and_export_exist(workdir):
     with open(os.path.join(path, "attack", "results.md")) as f:
         table = f.read()
     assert "| baseline | FGSM |" in table and "| baseline | worst case |" in table and "eps 8/255" in table
+    # Then every model at 8/255 in one table, the worst case last.
+    standard = table.split("## At 8/255, the epsilon the field reports")[1]
+    assert standard.splitlines()[2].startswith("| model | clean (") and "| worst case (" in standard
+    assert all(f"| {model} | " in standard for model in ("baseline", "pretrain", "finetune"))
     for picture in ("robustness.png", "embeddings.png"):
         with open(os.path.join(path, "attack", picture), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
