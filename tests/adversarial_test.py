@@ -269,6 +269,8 @@ def test_one_se_can_choose_an_earlier_epoch_from_the_candidates_it_kept(tmp_path
     best = keras.models.load_model(tmp_path / robust_validation.BEST_MODEL)
     assert np.all([w for w in best.weights if w.path.endswith("kernel")][-1].numpy() == 4.0)
     assert "within one standard error" in robust_validation.describe_choice(str(tmp_path))
+    resumed.on_train_end()  # The choice is final: the candidates go, the best model stays.
+    assert not os.path.exists(candidates) and os.path.exists(tmp_path / robust_validation.BEST_MODEL)
     # most_robust keeps epoch 3, and no candidates.
     other = tmp_path / "most_robust"
     validation = ScriptedValidation([(0.40, 0.62), (0.38, 0.65), (0.44, 0.55)], str(other), count=100,

@@ -17,18 +17,21 @@ the last. Which epoch is best (`config.validation.keep`, `choose`):
   is within one standard error of the highest, sqrt(p (1 - p) / n) for the highest p on n
   images (Breiman's one-standard-error rule). On 1,000 images that error is about 1.5
   points, so late epochs of a decaying schedule often measure a few tenths below an
-  earlier one by chance alone, with several points more clean accuracy (configs/robust_photos.py:
-  epoch 17 at 37.6% robust and 58.9% clean, epoch 25 at 37.5% and 61.3%);
+  earlier one by chance alone, with several points more clean accuracy (a first AT + CE
+  run, results/robust_photos/weight_decay.md: epoch 17 at 37.6% robust and 58.9% clean,
+  epoch 25 at 37.5% and 61.3%);
 - `most_robust`: the highest robust accuracy, the earliest epoch among equals.
 
 Under `one_se` an epoch may be chosen after later ones have been measured, so the models
 of the epochs that can still be chosen (those within one standard error of the highest so
 far: a higher one later only removes epochs) are kept in OUT/candidates/ until they drop
-out. It also guards against catastrophic overfitting (Wong, Rice and Kolter, 2020: a
-single-step adversarial training run collapses to 0% PGD accuracy within an epoch or two):
-when the robust accuracy falls more than `collapse_drop` below its best, it prints one
-warning line naming the epoch, records it, and, if `stop_on_collapse`, ends training (the
-best model stays). What it found is in `record()` for the stage's summary.json, and in
+out, and until training ends.
+
+It also guards against catastrophic overfitting (Wong, Rice and Kolter, 2020: a
+single-step adversarial training run collapses to 0% PGD accuracy within an epoch or
+two): when the robust accuracy falls more than `collapse_drop` below its best, it prints
+one warning line naming the epoch, records it, and, if `stop_on_collapse`, ends training
+(the best model stays). What it found is in `record()` for the stage's summary.json, and in
 OUT/best.json, from which a resumed run carries on.
 """
 
@@ -222,6 +225,16 @@ class RobustValidation(keras.callbacks.Callback):
                 if int(os.path.basename(path)[6:10]) not in still:
                     os.remove(path)
         self.best = dict(chosen)
+
+    def on_train_end(self, logs=None):
+        # Training ended (all its epochs, or stopped at a collapse): the choice is final, and
+        # the candidates' models go. A crash skips this, so a resumed run still has them.
+        if self.out is not None and self.write:
+            for path in glob.glob(os.path.join(self.out, CANDIDATES, "epoch-*.keras")):
+                os.remove(path)
+            if os.path.isdir(os.path.join(self.out, CANDIDATES)) and not os.listdir(
+                    os.path.join(self.out, CANDIDATES)):
+                os.rmdir(os.path.join(self.out, CANDIDATES))
 
     def record(self):
         """What summary.json keeps of the robust validation."""
