@@ -108,7 +108,7 @@ def training_markdown(models, histories):
         hours = f"{times['total'] / 3600:.2f}" if times.get("total") else "-"
         lines.append(f"| {model} | {entry.get('stage', '-')} | {changes} | {times.get('logged', '-')} | "
                      f"{kept} | {median} | {hours} | {str(entry.get('commit', '-'))[:10]} |")
-    lines.append("\nEpoch times from each model's history.csv (`training.fit.EpochTimer`), over "
+    lines.append("\nEpoch times from each model's history.csv (`training.fit.Throughput`), over "
                  "every run that trained it: an epoch's training and validation; training hours "
                  "sum them, so they include any time a run was suspended, which the median "
                  "ignores; an epoch a killed run did not log is not counted.")

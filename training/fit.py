@@ -10,7 +10,7 @@ the bench do not notice the difference. Every run gets:
   message names the stage, epoch and step, and OUT/backup (the last good epoch) is kept;
   the run writes OUT/diverged.json for the rerun to find;
 - CSV (OUT/history.csv) and TensorBoard (OUT/logs) logs, each epoch's wall seconds among
-  them (`EpochTimer`; `epoch_seconds(OUT)` reads them back), and the images per second.
+  them, and the images per second (`Throughput`; `epoch_seconds(OUT)` reads the seconds back).
 
 Under several workers only the chief writes into OUT; the others restore from OUT/backup
 but write their checkpoints and logs into temporary folders (`training.distribute`), and
@@ -38,7 +38,13 @@ DIVERGED_RECORD = "diverged.json"
 
 
 class Throughput(keras.callbacks.Callback):
-    """Records images per second over the epochs after the first (which includes tracing)."""
+    """Records images per second over the epochs after the first (which includes tracing),
+    and logs each epoch's wall seconds as `epoch_seconds`, its validation counted (robust
+    validation runs before this callback), so history.csv carries them across resumed runs
+    and machines. Time the process was suspended counts in both (a median over epochs
+    ignores it)."""
+
+    KEY = "epoch_seconds"
 
     def __init__(self, images_per_step):
         super().__init__()
@@ -53,29 +59,16 @@ class Throughput(keras.callbacks.Callback):
         self.epoch_steps += 1
 
     def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self.epoch_start
+        if logs is not None:
+            logs[self.KEY] = elapsed
         if epoch > self.params.get("initial_epoch", 0) or self.params.get("epochs", 1) == 1:
-            self.seconds += time.perf_counter() - self.epoch_start
+            self.seconds += elapsed
             self.steps += self.epoch_steps
 
     @property
     def images_per_second(self):
         return self.steps * self.images_per_step / self.seconds if self.seconds else None
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Logs each epoch's wall seconds as `epoch_seconds`, its validation (robust validation
-    included, which runs before this callback) counted, so history.csv carries them across
-    resumed runs and machines. A run's first epoch includes tracing; time the process was
-    suspended counts (a median over epochs ignores both)."""
-
-    KEY = "epoch_seconds"
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs[self.KEY] = time.perf_counter() - self.start
 
 
 class StopOnDivergence(keras.callbacks.Callback):
@@ -144,10 +137,9 @@ def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.le
                                                double_checkpoint=True),
                     StopOnDivergence(stage, backup, learning_rate_flag),
                     *([robust_validation] if robust_validation is not None else []),
-                    EpochTimer(),
+                    throughput,  # Before the logs, which then record each epoch's seconds.
                     keras.callbacks.CSVLogger(os.path.join(own, "history.csv"), append=True),
-                    keras.callbacks.TensorBoard(os.path.join(own, "logs")),
-                    throughput]
+                    keras.callbacks.TensorBoard(os.path.join(own, "logs"))]
         try:
             history = distributed_loop.fit(model, inputs.train, epochs, inputs.steps_per_epoch,
                                            inputs.validation, standard + list(callbacks), verbose)
@@ -176,15 +168,15 @@ def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.le
 
 
 def epoch_seconds(out):
-    """{epoch (1-based): wall seconds} of the epochs in OUT/history.csv (`EpochTimer`'s
+    """{epoch (1-based): wall seconds} of the epochs in OUT/history.csv (`Throughput`'s
     column), over every run that trained the stage; {} where there are none."""
     try:
         with open(os.path.join(out, "history.csv"), newline="") as f:
             rows = list(csv.DictReader(f))
     except OSError:
         return {}
-    return {int(row["epoch"]) + 1: float(row[EpochTimer.KEY]) for row in rows
-            if row.get(EpochTimer.KEY) not in (None, "")}
+    return {int(row["epoch"]) + 1: float(row[Throughput.KEY]) for row in rows
+            if row.get(Throughput.KEY) not in (None, "")}
 
 
 def divergence_record(out):

@@ -37,8 +37,8 @@ OUT/best.json, from which a resumed run carries on.
 
 import dataclasses
 import glob
-import math
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -48,6 +48,7 @@ from attacks.evaluate import evaluate
 from attacks.evaluate import subset
 from common import atomic_files
 from models import precision
+from report import tables
 
 BEST_MODEL = "best_model.keras"
 BEST_RECORD = "best.json"
@@ -64,7 +65,7 @@ def choosable(per_epoch, images, keep="one_se"):
     top = max(e["robust_accuracy"] for e in per_epoch)
     if keep == "most_robust":
         return [next(e for e in per_epoch if e["robust_accuracy"] == top)]
-    error = math.sqrt(max(top * (1.0 - top), 0.0) / images) if images else 0.0
+    error = tables.standard_error(top, images) if images else 0.0
     return [e for e in per_epoch if e["robust_accuracy"] >= top - error - 1e-12]
 
 
@@ -230,11 +231,7 @@ class RobustValidation(keras.callbacks.Callback):
         # Training ended (all its epochs, or stopped at a collapse): the choice is final, and
         # the candidates' models go. A crash skips this, so a resumed run still has them.
         if self.out is not None and self.write:
-            for path in glob.glob(os.path.join(self.out, CANDIDATES, "epoch-*.keras")):
-                os.remove(path)
-            if os.path.isdir(os.path.join(self.out, CANDIDATES)) and not os.listdir(
-                    os.path.join(self.out, CANDIDATES)):
-                os.rmdir(os.path.join(self.out, CANDIDATES))
+            shutil.rmtree(os.path.join(self.out, CANDIDATES), ignore_errors=True)
 
     def record(self):
         """What summary.json keeps of the robust validation."""
