@@ -76,16 +76,23 @@ test-slow: $(VENV)/.installed-test
 # bench/results.md. BENCH_FLAGS=--quick shortens it; BENCH_FLAGS=--demo also times `make demo`.
 # The PyTorch peer's rows need bench/.peer-venv (`make bench-peer` makes it), else say skipped.
 # First, in that venv, tests/torch_peer_test.py: the peer computes what the project computes.
+# BENCH_ISA=AVX2 measures as a CPU without AVX-512 would, on this one: oneDNN (TensorFlow's and
+# PyTorch's), ATen and XLA are kept to AVX2, bfloat16 counts as absent (common/cpu.py); the
+# results file is named ...-as-avx2.json and says "emulated"; bench/results.md is left as it is.
 BENCH_FLAGS ?=
+BENCH_ISA ?=
+BENCH_ENV = $(if $(BENCH_ISA),$(if $(filter AVX2,$(BENCH_ISA)),ONEDNN_MAX_CPU_ISA=AVX2 \
+	ATEN_CPU_CAPABILITY=avx2 XLA_FLAGS="$$XLA_FLAGS --xla_cpu_max_isa=AVX2",\
+	$(error BENCH_ISA=$(BENCH_ISA): the one instruction set it can emulate is AVX2)))
 bench: $(VENV)/.installed-test
 	@if [ ! -x $(PEER_VENV)/bin/python ]; then \
 		echo "tests/torch_peer_test.py skipped: no $(PEER_VENV) (make bench-peer makes it)"; \
 	elif ! $(PEER_VENV)/bin/python -c "import pytest" 2>/dev/null; then \
 		echo "tests/torch_peer_test.py skipped: no pytest in $(PEER_VENV) (make bench-peer adds it)"; \
 	else \
-		$(PEER_VENV)/bin/python -m pytest -q tests/torch_peer_test.py; \
+		$(BENCH_ENV) $(PEER_VENV)/bin/python -m pytest -q tests/torch_peer_test.py; \
 	fi
-	$(PY) bench/run_all.py $(BENCH_FLAGS)
+	$(BENCH_ENV) $(PY) bench/run_all.py $(BENCH_FLAGS)
 
 # The same tests under Bazel (WORKSPACE, BUILD, .bazelrc), offline: Debian's Bazel 4 is installed
 # the first time, Python is .venv's (tools/python/venv.bzl), Bazel's cache stays in ~/.cache/bazel.

@@ -10,7 +10,7 @@ import re
 import keras
 import tensorflow as tf
 
-from bench import cpu
+from common import cpu
 from bench import timing
 from models import precision
 
@@ -50,10 +50,14 @@ def describe():
     return {
         "cpu_model": cpu.model_name(),
         "cores": cpu.CORES,
-        # What `--precision=auto` goes by (the same test as bench.cpu.has_bfloat16).
+        # What `--precision=auto` goes by (common.cpu.has_bfloat16: the flags and oneDNN's cap).
         "cpu_bfloat16": precision.cpu_has_bfloat16(),
         "cpu_flags": cpu_flags(),
-        "slug": slug(),
+        # An instruction-set cap (make bench BENCH_ISA=AVX2) names the file apart: emulated.
+        "slug": slug() + (f"-as-{cpu.isa_cap().lower()}" if cpu.isa_cap() else ""),
+        "onednn_max_cpu_isa": cpu.isa_cap() or None,
+        "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"),
+        "xla_flags": os.environ.get("XLA_FLAGS"),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,

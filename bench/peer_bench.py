@@ -43,7 +43,7 @@ startup.enable_onednn()  # What run.py does: oneDNN on unless the environment sa
 import keras
 import tensorflow as tf
 
-from bench import cpu
+from common import cpu
 from bench import figures
 from bench import machine
 from bench import timing

@@ -168,6 +168,11 @@ def header_lines(results):
              f"{ {True: 'on', False: 'off', None: 'unknown'}[description.get('onednn')] }"
              f" (TF_ENABLE_ONEDNN_OPTS={description.get('tf_enable_onednn_opts')})",
              f"precision: figures in float32 unless named; --precision=auto picks {auto}",
+             *([f"EMULATED: oneDNN capped at {description['onednn_max_cpu_isa']} "
+                f"(ATEN_CPU_CAPABILITY={description.get('aten_cpu_capability')}, "
+                f"XLA_FLAGS={description.get('xla_flags')}): this CPU's microarchitecture with "
+                f"the instruction sets of the capped kind, not a machine of that kind"]
+               if description.get("onednn_max_cpu_isa") else []),
              f"command: `{results['command']}`; total {results['seconds'] / 60:.1f} min; load average "
              f"(1 min) before / after: {results['load_average_before']:.2f} / "
              f"{results['load_average_after']:.2f}"]
@@ -272,7 +277,8 @@ def main(argv=None):
         with open(args.render) as f:
             results = json.load(f)
         report(results)
-        write(results, args.render, latest=not results.get("quick"))
+        write(results, args.render, latest=not (results.get("quick")
+                                                or results["machine"].get("onednn_max_cpu_isa")))
         return
     results, now = measure(args, parser, argv)
     report(results)
@@ -281,7 +287,8 @@ def main(argv=None):
         return
     suffix = "-quick" if args.quick else ""
     path = args.output or os.path.join(RESULTS_DIR, f"{now:%Y-%m-%d}-{results['machine']['slug']}{suffix}.json")
-    write(results, path, latest=not (args.output or args.quick))
+    emulated = bool(results["machine"].get("onednn_max_cpu_isa"))
+    write(results, path, latest=not (args.output or args.quick or emulated))
 
 
 if __name__ == "__main__":

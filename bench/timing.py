@@ -14,7 +14,7 @@ import resource
 import statistics
 import time
 
-from bench import cpu
+from common import cpu
 
 
 def cpu_share(cpu_seconds, wall_seconds):

@@ -54,7 +54,7 @@ burns the time slices the other threads need, and the step ran 4x slower on the 
 machine (width 1/4, plain: 16.6 images/s spinning, 65.6 passive, 92.7 on one thread).
 
 This module imports neither TensorFlow nor Keras, and nor do the bench modules it uses
-(`bench.cpu`, `bench.timing`): `python bench/torch_peer.py` needs torch only and prints
+(`common.cpu`, `bench.timing`): `python bench/torch_peer.py` needs torch only and prints
 every setting's images/s.
 """
 
@@ -73,7 +73,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import cpu
+from common import cpu
 from bench import timing
 
 torch.set_num_threads(cpu.CORES)

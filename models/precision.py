@@ -21,12 +21,11 @@ whether `auto` chose the faster on every bfloat16 CPU it runs on: move the thres
 with its figures.
 """
 
-import functools
-
 import keras
 import tensorflow as tf
 from absl import logging
 
+from common import cpu
 from common.errors import UserError
 
 POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -34,15 +33,9 @@ POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 BFLOAT16_MIN_WIDTH = 0.25
 
 
-@functools.lru_cache(maxsize=None)
 def cpu_has_bfloat16():
-    """True if /proc/cpuinfo lists AVX512_BF16 or AMX-BF16."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    """True if the CPU has AVX512_BF16 or AMX-BF16 and oneDNN may use them (`common.cpu`)."""
+    return cpu.has_bfloat16()
 
 
 def onednn_enabled():
