@@ -52,6 +52,19 @@ def isa_cap(environ=os.environ):
     return (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "").upper()
 
 
+def bfloat16_ops_fail(environ=os.environ):
+    """True where TensorFlow's bfloat16 convolutions and BatchNorm cannot run with oneDNN on.
+
+    TensorFlow hands bfloat16 ops to oneDNN wherever the CPU has AVX512F (its
+    `IsBF16SupportedByOneDNNOnThisCPU`, tensorflow/core/graph/mkl_graph_util.h); a cap below
+    AVX-512 leaves oneDNN without a kernel for them ("could not create a primitive
+    descriptor"). A CPU without AVX-512 runs them in TensorFlow's own kernels instead, so
+    this happens only where the cap emulates such a CPU (`make bench BENCH_ISA=AVX2`).
+    """
+    return (isa_cap(environ) in {"SSE41", "AVX", "AVX2", "AVX2_VNNI"} and "avx512f" in flags()
+            and environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0")
+
+
 def has_bfloat16(environ=os.environ):
     """True if the CPU has bfloat16 instructions (AVX512_BF16 or AMX-BF16) and oneDNN may use
     them: elsewhere bfloat16 arithmetic is emulated."""

@@ -63,6 +63,10 @@ def resolve(precision, width=None):
         width = 1.0 if width is None else float(width)
         return ("mixed_bfloat16" if cpu_has_bfloat16() and width >= BFLOAT16_MIN_WIDTH
                 else "float32")
+    if precision == "mixed_bfloat16" and not has_gpu and cpu.bfloat16_ops_fail():
+        raise UserError(f"--precision=mixed_bfloat16 cannot run with ONEDNN_MAX_CPU_ISA={cpu.isa_cap()} "
+                        "on this AVX-512 CPU (TensorFlow hands bfloat16 ops to oneDNN, which the "
+                        "cap leaves without them): unset the cap or use --precision=auto.")
     if precision == "mixed_float16" and not has_gpu:
         logging.warning("mixed_float16 on a CPU is emulated and about 5x slower than float32; "
                         "use --precision=auto.")

@@ -32,6 +32,16 @@ def _decoded_cache_dir(tmp_path_factory):
         os.environ["SUPCON_CACHE_DIR"] = previous
 
 
+@pytest.fixture
+def bfloat16_ops():
+    """Skips a test that runs bfloat16 convolutions where oneDNN's instruction-set cap emulates a
+    CPU without AVX-512 on one with it: there TensorFlow's bfloat16 ops fail (common.cpu)."""
+    from common import cpu
+    if cpu.bfloat16_ops_fail():
+        pytest.skip(f"bfloat16 ops cannot run under ONEDNN_MAX_CPU_ISA={cpu.isa_cap()} on an "
+                    "AVX-512 CPU (a CPU without AVX-512 runs them in TensorFlow's own kernels)")
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="Also run the tests marked slow (they need the full data set).")

@@ -38,6 +38,32 @@ def test_no_cap_gives_bfloat16_to_a_cpu_without_it(flags):
     assert cpu.has_bfloat16({"ONEDNN_MAX_CPU_ISA": "ALL"}) is False
 
 
+@pytest.mark.parametrize("environ, cpu_flags, expected", [
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, BF16_CPU, True),  # the emulation: TensorFlow sends them to oneDNN
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "0"}, BF16_CPU, False),  # Eigen's
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, BF16_CPU, False),  # oneDNN emulates bfloat16 there
+    ({}, BF16_CPU, False),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, AVX2_CPU, False),  # a real AVX2 CPU: TensorFlow's own kernels
+])
+def test_bfloat16_ops_fail_only_under_a_cap_below_avx512_on_an_avx512_cpu(flags, environ, cpu_flags,
+                                                                           expected):
+    flags(cpu_flags)
+    assert cpu.bfloat16_ops_fail(environ) is expected
+
+
+def test_asking_for_bfloat16_under_such_a_cap_is_one_clear_error(flags, monkeypatch):
+    from common.errors import UserError
+    from models import precision
+
+    if precision.tf.config.list_physical_devices("GPU"):
+        pytest.skip("on a GPU bfloat16 runs there")
+    flags(BF16_CPU)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    with pytest.raises(UserError, match="mixed_bfloat16 cannot run with ONEDNN_MAX_CPU_ISA=AVX2"):
+        precision.resolve("mixed_bfloat16")
+
+
 def test_auto_precision_and_the_bench_follow_the_cap(flags, monkeypatch):
     from bench import machine
     from models import precision

@@ -141,7 +141,8 @@ def fused_ops(layer, x, training):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_under_mixed_bfloat16_it_is_one_bfloat16_op_with_float32_statistics(policy, training):
+def test_under_mixed_bfloat16_it_is_one_bfloat16_op_with_float32_statistics(policy, training,
+                                                                           bfloat16_ops):
     policy("mixed_bfloat16")
     x = batch()
     reference, fused = keras_and_fused(x.shape)
@@ -198,7 +199,7 @@ def trained_encoder():
     return encoder
 
 
-def test_float32_copy_of_a_mixed_bfloat16_model_is_float32_keras_batchnorm(policy):
+def test_float32_copy_of_a_mixed_bfloat16_model_is_float32_keras_batchnorm(policy, bfloat16_ops):
     policy("mixed_bfloat16")
     encoder = trained_encoder()
     policy("float32")

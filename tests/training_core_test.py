@@ -33,7 +33,7 @@ def smoke_config(**train):
     return config
 
 
-def test_a_stage_leaves_policy_seeds_and_matplotlib_as_it_found_them(tmp_path):
+def test_a_stage_leaves_policy_seeds_and_matplotlib_as_it_found_them(tmp_path, bfloat16_ops):
     backend = matplotlib.get_backend()
     keras.config.set_dtype_policy("float32")
     before = global_state_snapshot()

@@ -93,7 +93,7 @@ def test_same_seed_gives_identical_losses_and_weights():
     assert other_losses != first_losses
 
 
-def test_terms_are_float32_and_training_runs_under_mixed_bfloat16():
+def test_terms_are_float32_and_training_runs_under_mixed_bfloat16(bfloat16_ops):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
