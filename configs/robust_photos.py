@@ -48,9 +48,9 @@ runs: results/robust_photos/weight_decay.md).
 
 Measured on the 2-core AMD EPYC with AVX512_BF16 (mixed_bfloat16, 2026-12-07): a training
 step of 128 images takes 0.23-0.25 s for AT + CE and 0.62 s for AT + SupCon (two views);
-an epoch of 351 steps with its validation passes took 89 s for at_ce and 218 s for
-at_supcon (medians, history.csv's epoch_seconds): arms 1-3 train 25 epochs in about 3.6
-hours together. The evaluation of each arm's best epoch:
+an epoch of 351 steps with its validation passes took 89 s for at_ce and 213 s for
+at_supcon (medians of 25 epochs, history.csv's epoch_seconds): arms 1-3 train 25 epochs in
+about 3.6 hours together. The evaluation of each arm's best epoch:
 clean and FGSM on all 10,000 test images at 1, 2, 4, 8, 16/255; PGD-10 and PGD-50 on a
 seeded 2,000 at 2, 4, 8, 16/255; the AutoAttack-like evaluation (APGD-CE, APGD-DLR,
 Square) and the per-image worst case on 1,000 of those at 4 and 8/255.
