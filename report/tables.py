@@ -91,8 +91,8 @@ def training_markdown(models, histories):
     """A Markdown table of how each model trained: {model: compare.json's arm entry} and
     {model: its robust validation (`stages.compare.validation_histories`)}."""
     lines = ["| model | stage | changes | epochs logged | best epoch (val robust / clean) | "
-             "median s per epoch | training hours | commit |",
-             "|---|---|---|---:|---|---:|---:|---|"]
+             "warnings | median s per epoch | training hours | commit |",
+             "|---|---|---|---:|---|---|---:|---:|---|"]
     for model, entry in models.items():
         times = entry.get("epoch_seconds") or {}
         history = histories.get(model) or {}
@@ -104,12 +104,20 @@ def training_markdown(models, histories):
         else:
             kept = "-"
         changes = "; ".join(f"{k}={v}" for k, v in (entry.get("changes") or {}).items()) or "-"
+        warnings = "; ".join(
+            ([f"collapse at epoch {history['collapse_epoch']}"] if history.get("collapse_epoch") else [])
+            + ([f"adversary easier than clean images at epochs "
+                f"{', '.join(map(str, history['masking_epochs']))}"]
+               if history.get("masking_epochs") else [])) or "-"
         median = f"{times['median']:.0f}" if times.get("median") else "-"
         hours = f"{times['total'] / 3600:.2f}" if times.get("total") else "-"
         lines.append(f"| {model} | {entry.get('stage', '-')} | {changes} | {times.get('logged', '-')} | "
-                     f"{kept} | {median} | {hours} | {str(entry.get('commit', '-'))[:10]} |")
+                     f"{kept} | {warnings} | {median} | {hours} | {str(entry.get('commit', '-'))[:10]} |")
     lines.append("\nEpoch times from each model's history.csv (`training.fit.Throughput`), over "
                  "every run that trained it: an epoch's training and validation; training hours "
                  "sum them, so they include any time a run was suspended, which the median "
-                 "ignores; an epoch a killed run did not log is not counted.")
+                 "ignores; an epoch a killed run did not log is not counted. Warnings: the "
+                 "robust validation's collapse guard, and the epochs whose training adversary's "
+                 "images the model classified better than clean validation images "
+                 "(`training.robust_validation`: catastrophic overfitting or gradient masking).")
     return "\n".join(lines) + "\n"

@@ -161,7 +161,9 @@ def validation_histories(folders):
                 "epoch": [e["epoch"] for e in per_epoch],
                 "val_robust_accuracy": [e["robust_accuracy"] for e in per_epoch],
                 "val_clean_accuracy": [e["clean_accuracy"] for e in per_epoch],
-                "best_epoch": (record.get("best") or {}).get("epoch")}
+                "best_epoch": (record.get("best") or {}).get("epoch"),
+                "collapse_epoch": (record.get("collapse") or {}).get("epoch"),
+                "masking_epochs": [m["epoch"] for m in record.get("masking") or []]}
     return histories
 
 

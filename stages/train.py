@@ -61,12 +61,16 @@ def robust_validation_callback(config, stage, validation_split, out, strategy):
     """The RobustValidation callback of `stage`, or None where it does not validate robustly."""
     if not schema.robust_validation_in(config, stage):
         return None
-    validation = config.validation
+    validation, adversarial = config.validation, config.adversarial
     images, labels = robust_validation.held_out(validation_split, validation.examples, config.seed)
+    # The epoch's training accuracy is on the adversary's images alone: CE on them, no TRADES.
+    adversary_accuracy = (schema.adversarial_in(config, stage) and adversarial.ce_on == "adversarial"
+                          and not adversarial.trades_beta)
     return robust_validation.RobustValidation(
         images, labels, validation.attack, validation.epsilon / 255.0,
         robust_validation.settings_for(config), out, validation.collapse_drop / 100.0,
-        validation.stop_on_collapse, write=distribute.is_chief(strategy), keep=validation.keep)
+        validation.stop_on_collapse, write=distribute.is_chief(strategy), keep=validation.keep,
+        adversary_accuracy=adversary_accuracy)
 
 
 def _differences(old, new):

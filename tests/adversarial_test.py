@@ -5,6 +5,7 @@ Tiny networks and images: seconds each.
 
 import os
 import sys
+import types
 
 import keras
 import numpy as np
@@ -205,14 +206,14 @@ class ScriptedValidation(robust_validation.RobustValidation):
             robust_validation.measure = original
 
 
-def run_epochs(validation, epochs, first=0):
+def run_epochs(validation, epochs, first=0, training_accuracy=None):
     model = tiny_model()
     model.compile(optimizer=keras.optimizers.SGD(0.0))
     validation.set_model(model)
     model.stop_training = False
     history = []
     for epoch in range(first, epochs):
-        logs = {}
+        logs = {"accuracy": training_accuracy[epoch]} if training_accuracy else {}
         validation.on_epoch_end(epoch, logs)
         history.append(logs)
         if model.stop_training:
@@ -308,6 +309,58 @@ def test_the_guard_can_warn_without_stopping(tmp_path):
 
     assert validation.record()["collapse"]["epoch"] == 2 and not model.stop_training
     assert len(history) == 3
+
+
+# The first 5 epochs of results/robust_photos' AT + SupCon + margin run: (validation PGD-10,
+# clean) and the epoch's training accuracy, on its N-FGSM images.
+COLLAPSING = [(0.101, 0.300), (0.025, 0.361), (0.018, 0.420), (0.003, 0.492), (0.194, 0.491)]
+ON_ITS_ADVERSARY = [0.193, 0.407, 0.542, 0.641, 0.756]
+
+
+def test_an_adversary_easier_than_clean_images_is_a_warning_where_the_drop_rule_sees_nothing(
+        tmp_path, capsys):
+    validation = ScriptedValidation(COLLAPSING, str(tmp_path), adversary_accuracy=True)
+    model, history = run_epochs(validation, 5, training_accuracy=ON_ITS_ADVERSARY)
+
+    # From a best of 10.1% no epoch falls 20 points: the collapse rule is silent.
+    assert validation.record()["collapse"] is None and not model.stop_training and len(history) == 5
+    # Above the higher of this and the last epoch's clean accuracy by more than 10 points:
+    # epoch 2: 40.7 - max(36.1, 30.0) = 4.6, no; epoch 3: 54.2 - 42.0 = 12.2; epoch 4:
+    # 64.1 - 49.2 = 14.9; epoch 5: 75.6 - max(49.1, 49.2) = 26.4.
+    masking = validation.record()["masking"]
+    assert [m["epoch"] for m in masking] == [3, 4, 5]
+    assert masking[-1] == {"epoch": 5, "robust_accuracy": 0.194, "clean_accuracy": 0.491,
+                           "training_adversary_accuracy": 0.756}
+    printed = capsys.readouterr().out
+    assert printed.count("has stopped being one") == 3
+    assert ("at epoch 5 the model classified 75.6% of its training adversary's images and 49.1% "
+            "of clean validation images (validation PGD: 19.4%)") in printed
+    # A resumed run knows what was found.
+    assert ScriptedValidation([], str(tmp_path)).masking == masking
+
+
+def test_the_adversary_is_not_watched_where_training_accuracy_is_not_on_its_images(tmp_path):
+    # CE on clean and adversarial images, or TRADES: the accuracy is not the adversary's.
+    validation = ScriptedValidation(COLLAPSING, str(tmp_path))
+    run_epochs(validation, 5, training_accuracy=ON_ITS_ADVERSARY)
+    assert validation.record()["masking"] == []
+
+
+@pytest.mark.parametrize("changes, watched", [
+    ({}, True),
+    ({"ce_on": "both"}, False),
+    ({"trades_beta": 6.0}, False),
+])
+def test_a_stage_watches_its_adversary_where_training_accuracy_is_on_its_images(changes, watched):
+    from configs import robust_photos
+    from stages import train
+
+    config = robust_photos.get_config("smoke")
+    config.adversarial.update(changes)
+    split = types.SimpleNamespace(images=np.zeros((8, 32, 32, 3), np.uint8), labels=np.arange(8) % 2)
+    callback = train.robust_validation_callback(config, "baseline", split, None,
+                                                tf.distribute.get_strategy())
+    assert callback.adversary_accuracy is watched
 
 
 if __name__ == "__main__":

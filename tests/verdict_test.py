@@ -101,6 +101,23 @@ def test_the_table_at_8_255_puts_every_attack_beside_clean_with_its_images():
     assert tables.at_epsilon_markdown(table, 16 / 255) == ""
 
 
+def test_the_training_table_names_each_model_s_kept_epoch_times_and_warnings():
+    models = {"at_ce": {"stage": "baseline", "changes": {}, "commit": "0123456789abc",
+                        "epoch_seconds": {"logged": 3, "median": 89.4, "total": 3 * 3600.0}},
+              "at_supcon_margin": {"stage": "pretrain", "changes": {"loss.margin": 1.759}}}
+    histories = {"at_ce": {"epoch": [1, 2, 3], "val_robust_accuracy": [0.1, 0.3, 0.2],
+                           "val_clean_accuracy": [0.3, 0.5, 0.6], "best_epoch": 2,
+                           "collapse_epoch": None, "masking_epochs": []},
+                 "at_supcon_margin": {"epoch": [1, 2], "val_robust_accuracy": [0.1, 0.01],
+                                      "val_clean_accuracy": [0.3, 0.4], "best_epoch": 1,
+                                      "collapse_epoch": 2, "masking_epochs": [2]}}
+    table = tables.training_markdown(models, histories).splitlines()
+    assert table[2] == "| at_ce | baseline | - | 3 | 2 (30.0 / 50.0) | - | 89 | 3.00 | 0123456789 |"
+    assert table[3] == ("| at_supcon_margin | pretrain | loss.margin=1.759 | - | 1 (10.0 / 30.0) | "
+                        "collapse at epoch 2; adversary easier than clean images at epochs 2 | "
+                        "- | - | - |")
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
 
