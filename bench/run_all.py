@@ -172,7 +172,7 @@ def header_lines(results):
                 f"(ATEN_CPU_CAPABILITY={description.get('aten_cpu_capability')}, "
                 f"XLA_FLAGS={description.get('xla_flags')}): this CPU's microarchitecture with "
                 f"the instruction sets of the capped kind, not a machine of that kind"]
-               if description.get("onednn_max_cpu_isa") else []),
+               if emulated(results) else []),
              f"command: `{results['command']}`; total {results['seconds'] / 60:.1f} min; load average "
              f"(1 min) before / after: {results['load_average_before']:.2f} / "
              f"{results['load_average_after']:.2f}"]
@@ -213,6 +213,11 @@ def report(results):
     print("\n" + "\n".join(header_lines(results)))
     print("\nIssue #11's figures\n\n" + printed(results["goals"], GOAL_COLUMNS))
     print("\nDetails\n\n" + printed(results["details"], DETAIL_COLUMNS))
+
+
+def emulated(results):
+    """Whether `results` were measured under an instruction-set cap (make bench BENCH_ISA=...)."""
+    return bool(results["machine"].get("onednn_max_cpu_isa"))
 
 
 def write(results, path, latest):
@@ -277,8 +282,7 @@ def main(argv=None):
         with open(args.render) as f:
             results = json.load(f)
         report(results)
-        write(results, args.render, latest=not (results.get("quick")
-                                                or results["machine"].get("onednn_max_cpu_isa")))
+        write(results, args.render, latest=not (results.get("quick") or emulated(results)))
         return
     results, now = measure(args, parser, argv)
     report(results)
@@ -287,8 +291,7 @@ def main(argv=None):
         return
     suffix = "-quick" if args.quick else ""
     path = args.output or os.path.join(RESULTS_DIR, f"{now:%Y-%m-%d}-{results['machine']['slug']}{suffix}.json")
-    emulated = bool(results["machine"].get("onednn_max_cpu_isa"))
-    write(results, path, latest=not (args.output or args.quick or emulated))
+    write(results, path, latest=not (args.output or args.quick or emulated(results)))
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ import platform
 # The cores this process may run on (its affinity), which is what the timed code gets.
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
-# oneDNN's ISA names (its documentation, "CPU Dispatcher Control") below the first with
-# bfloat16 arithmetic (AVX512_CORE_BF16); a cap at one of these leaves bfloat16 emulated.
-ISA_CAPS_WITHOUT_BFLOAT16 = frozenset(
-    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
+# oneDNN's ISA names (its documentation, "CPU Dispatcher Control") below AVX-512, and below
+# the first with bfloat16 arithmetic (AVX512_CORE_BF16): a cap at one of the latter leaves
+# bfloat16 emulated.
+ISA_CAPS_BELOW_AVX512 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"})
+ISA_CAPS_WITHOUT_BFLOAT16 = ISA_CAPS_BELOW_AVX512 | {"AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,7 +62,7 @@ def bfloat16_ops_fail(environ=os.environ):
     descriptor"). A CPU without AVX-512 runs them in TensorFlow's own kernels instead, so
     this happens only where the cap emulates such a CPU (`make bench BENCH_ISA=AVX2`).
     """
-    return (isa_cap(environ) in {"SSE41", "AVX", "AVX2", "AVX2_VNNI"} and "avx512f" in flags()
+    return (isa_cap(environ) in ISA_CAPS_BELOW_AVX512 and "avx512f" in flags()
             and environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0")
 
 

@@ -335,8 +335,11 @@ def test_an_adversary_easier_than_clean_images_is_a_warning_where_the_drop_rule_
     assert printed.count("has stopped being one") == 3
     assert ("at epoch 5 the model classified 75.6% of its training adversary's images and 49.1% "
             "of clean validation images (validation PGD: 19.4%)") in printed
-    # A resumed run knows what was found.
-    assert ScriptedValidation([], str(tmp_path)).masking == masking
+    # A resumed run knows what was found; an epoch trained again replaces its first finding.
+    resumed = ScriptedValidation(COLLAPSING, str(tmp_path), adversary_accuracy=True)
+    assert resumed.masking == masking
+    run_epochs(resumed, 5, first=4, training_accuracy=ON_ITS_ADVERSARY[:4] + [0.5])
+    assert [m["epoch"] for m in resumed.record()["masking"]] == [3, 4]
 
 
 def test_the_adversary_is_not_watched_where_training_accuracy_is_not_on_its_images(tmp_path):

@@ -226,12 +226,14 @@ class RobustValidation(keras.callbacks.Callback):
 
     def _watch_the_adversary(self, current, previous, logs):
         """The training adversary's images classified better than clean held-out images: warn."""
+        # An epoch trained again after a crash replaces what its first run found.
+        self.masking = [m for m in self.masking if m["epoch"] < current["epoch"]]
         adversarial = logs.get("accuracy") if self.adversary_accuracy else None
         clean = max(current["clean_accuracy"], previous["clean_accuracy"] if previous else 0.0)
         if adversarial is None or float(adversarial) <= clean + MASKING_GAP:
             return
         sign = dict(current, training_adversary_accuracy=float(adversarial))
-        self.masking = [m for m in self.masking if m["epoch"] < sign["epoch"]] + [sign]
+        self.masking.append(sign)
         print(f"WARNING: at epoch {sign['epoch']} the model classified "
               f"{100 * sign['training_adversary_accuracy']:.1f}% of its training adversary's "
               f"images and {100 * sign['clean_accuracy']:.1f}% of clean validation images "
