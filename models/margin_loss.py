@@ -13,11 +13,25 @@ L2-normalised embeddings (so d is in [0, 2]); the loss is the mean over all pair
 Same-class embeddings are pulled together, and different classes pushed apart until
 they are `margin` away, after which they cost nothing.
 
+The margin all C classes can keep at once is bounded. With every class pulled to one
+point of the unit sphere, the smallest distance between C points is largest when they
+are the vertices of a regular simplex centred at the origin (Rankin 1955):
+
+    d_max(C) = sqrt(2C / (C - 1))      (2 for C = 2, 1.49 for C = 10, 1.42 for C = 100)
+
+Above d_max(C) no arrangement costs nothing: C unit vectors have a mean squared pairwise
+distance of at most d_max^2, so (Jensen) with each class at one point the term is at least
+(margin - d_max)^2, reached by the simplex alone: the negative pairs never stop pushing.
+`simplex_distance` gives d_max; the model builder warns when a pairwise margin exceeds it
+for the data's number of classes.
+
 The other form ("additive") is SupCon with an additive margin on positive similarities,
 `SupConLoss(additive_margin=m)` in `models.supcon_loss`. `make_margin_loss` builds
 either from the config. Under tf.distribute both take their pairs from the global batch
 (`gather="global"`, see `models.contrast_set`).
 """
+
+import math
 
 import keras
 import tensorflow as tf
@@ -41,6 +55,13 @@ def pairwise_margin_per_anchor(labels, embeddings, margin, gather="global"):
     pair_loss = same * squared + (1.0 - same) * tf.square(tf.nn.relu(margin - distance))
     others = tf.maximum(pairs.contrast_count - 1.0, 1.0)
     return tf.reduce_sum(pair_loss * pairs.not_self, axis=1) / others
+
+
+def simplex_distance(num_classes):
+    """d_max(C) = sqrt(2C / (C - 1)): the largest margin C unit vectors can all keep apart."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes={num_classes}: a margin needs at least two classes.")
+    return math.sqrt(2.0 * num_classes / (num_classes - 1.0))
 
 
 @keras.saving.register_keras_serializable(package="supcon")

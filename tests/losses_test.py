@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from models.margin_loss import MarginContrastiveLoss
 from models.margin_loss import make_margin_loss
+from models.margin_loss import simplex_distance
 from models.supcon_loss import SupConLoss
 
 
@@ -105,6 +106,37 @@ def test_margin_is_the_mean_over_ordered_pairs():
     embeddings = np.concatenate([_UNIT_DISTANCE_PAIR, _UNIT_DISTANCE_PAIR[:1]])
     got = value(MarginContrastiveLoss(1.5), [0, 0, 1], embeddings)
     assert got == pytest.approx((1 + 1 + 2.25 + 2.25 + 0.25 + 0.25) / 6, abs=1e-5)
+
+
+def regular_simplex(num_classes):
+    """C unit vectors in R^C, the vertices of a regular simplex centred at the origin."""
+    vertices = np.eye(num_classes) - 1.0 / num_classes
+    return vertices / np.linalg.norm(vertices, axis=1, keepdims=True)
+
+
+def test_simplex_distance_closed_form():
+    assert simplex_distance(2) == pytest.approx(2.0)  # Two antipodal points.
+    assert simplex_distance(3) == pytest.approx(math.sqrt(3.0))  # An equilateral triangle.
+    assert simplex_distance(10) == pytest.approx(1.4907, abs=1e-4)
+    assert simplex_distance(100) == pytest.approx(math.sqrt(200 / 99))
+    edges = regular_simplex(10)[:, None, :] - regular_simplex(10)[None, :, :]
+    lengths = np.linalg.norm(edges, axis=-1)[~np.eye(10, dtype=bool)]
+    np.testing.assert_allclose(lengths, simplex_distance(10))
+    with pytest.raises(ValueError, match="at least two classes"):
+        simplex_distance(1)
+
+
+def test_the_simplex_keeps_any_margin_up_to_its_edge_and_none_beyond():
+    # One embedding per class: every pair is a negative one. Below the edge the simplex
+    # costs nothing; above it every pair costs (m - d_max)^2, and by Jensen (the mean
+    # squared distance of C unit vectors is at most d_max^2) no arrangement costs less.
+    labels, simplex, edge = list(range(10)), regular_simplex(10), simplex_distance(10)
+    assert value(MarginContrastiveLoss(edge - 1e-3), labels, simplex) == pytest.approx(0.0, abs=1e-6)
+    beyond = 1.759  # The margin results/robust_photos' search chose, for 10 classes.
+    floor = (beyond - edge) ** 2
+    assert value(MarginContrastiveLoss(beyond), labels, simplex) == pytest.approx(floor, rel=1e-4)
+    others = np.random.default_rng(0).normal(size=(200, 10, 10))
+    assert min(value(MarginContrastiveLoss(beyond), labels, z) for z in others) > floor
 
 
 def test_identical_embeddings():

@@ -190,3 +190,21 @@ def test_channel_statistics_are_exact_without_a_float_copy_of_the_images():
     assert mean[:2] == pytest.approx((0.5, 0.2), abs=1e-15) and std[:2] == pytest.approx((0.5, 0.0), abs=1e-15)
     pixels = images[..., 2].astype(np.float64) / 255.0
     assert mean[2] == pytest.approx(pixels.mean(), abs=1e-14) and std[2] == pytest.approx(pixels.std(), abs=1e-14)
+
+
+def test_the_builder_warns_where_the_margin_cannot_be_kept(capsys):
+    # Four classes keep at most sqrt(8/3) = 1.633 apart (models/margin_loss.py).
+    config = demo.get_config("smoke")
+    config.loss.update(margin_form="pairwise", margin=1.7)
+    builders.build_model(config, specs.PRETRAIN, TINY_DATA)
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")]
+    assert printed == ["WARNING: loss.margin=1.7 is more than 4 classes can all keep apart on the unit "
+                       "sphere (at most sqrt(2C/(C-1)) = 1.633, a regular simplex): the margin term "
+                       "never reaches zero (models/margin_loss.py)."]
+    builders.build_model(config, specs.BASELINE, TINY_DATA)  # No margin term: quiet.
+    for quiet in (dict(margin=1.6), dict(margin_weight=0.0), dict(margin_form="additive", margin=0.3)):
+        changed = demo.get_config("smoke")
+        changed.loss.update(**{**dict(margin_form="pairwise", margin=1.7), **quiet})
+        builders.warn_if_margin_unkeepable(changed.loss, 4)
+    builders.warn_if_margin_unkeepable(config.loss, 2)  # Two classes keep any distance up to 2.
+    assert "WARNING" not in capsys.readouterr().out

@@ -133,6 +133,18 @@ def build_losses(config, spec):
                 margin_weight=loss.margin_weight)
 
 
+def warn_if_margin_unkeepable(loss, num_classes):
+    """One WARNING line where a pairwise margin exceeds what `num_classes` classes can all
+    keep apart (models/margin_loss.py: d_max(C)); a search may still choose such a margin."""
+    if not loss.margin_weight or loss.margin_form != "pairwise" or num_classes < 2:
+        return
+    keepable = margin_loss.simplex_distance(num_classes)
+    if loss.margin > keepable:
+        print(f"WARNING: loss.margin={loss.margin:g} is more than {num_classes} classes can all keep "
+              f"apart on the unit sphere (at most sqrt(2C/(C-1)) = {keepable:.3f}, a regular "
+              f"simplex): the margin term never reaches zero (models/margin_loss.py).", flush=True)
+
+
 def sync_batchnorm(config):
     """Synchronised BatchNorm, whatever the replica count: on one replica it computes what
     Keras's own does, and the same layers keep checkpoints restorable under any count."""
@@ -169,6 +181,8 @@ def build_model(config, spec, data_info, encoder=None):
     projection = None
     if spec.contrastive:
         projection = heads.projection_head(encoder.outputs[0].shape[-1], config.model.width)
+    if spec.contrastive:
+        warn_if_margin_unkeepable(config.loss, data_info.num_classes)
     model = ContrastiveModel(encoder, heads.classifier(data_info.num_classes),
                              projection_head=projection, name=spec.name,
                              adversary=Adversary.from_config(config, spec.name),
