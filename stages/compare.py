@@ -24,12 +24,12 @@ the evaluations, whichever run did them) and the commit that wrote the report.
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import time
 
 from common import atomic_files
+from common import cpu
 from common.errors import UserError
 from configs import arms
 from report import plots, tables, verdict
@@ -56,14 +56,6 @@ def _commit():
         return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def run(config, workdir):
@@ -96,13 +88,15 @@ def run(config, workdir):
                      "final": summary.get("final"), "commit": _commit()}
         entry["epoch_seconds"] = _epoch_times(os.path.join(arm_workdir, stage))
         record["arms"][arm] = entry
-        record.update(commit=_commit(), machine=f"{_cpu_model()}, {os.cpu_count()} cores",
+        record.update(commit=_commit(), machine=f"{cpu.model_name()}, {os.cpu_count()} cores",
                       data=config.data.name, data_dir=config.data.data_dir,
                       data_sha256=specs.data_sha256(config.data.data_dir), seed=config.seed,
                       config=json.loads(config.to_json_best_effort()))
         atomic_files.write_json(record_path, record)
-    histories = validation_histories({arm: os.path.join(workdir, arm, stage)
-                                      for arm, stage, _ in chosen})
+    histories = validation_histories(
+        {arm: os.path.join(workdir, arm, stage) for arm, stage, _ in chosen},
+        watched={arm for arm, stage, changes in chosen
+                 if train.accuracy_on_adversary(arms.arm_config(config, changes), stage)})
     os.makedirs(os.path.join(workdir, "attack"), exist_ok=True)
     atomic_files.write_text(os.path.join(workdir, "attack", "training.md"),
                             tables.training_markdown({arm: record["arms"][arm] for arm, _, _ in chosen},
@@ -149,21 +143,26 @@ def _epoch_times(folder):
             "total": sum(seconds.values()), "per_epoch": seconds}
 
 
-def validation_histories(folders):
+def validation_histories(folders, watched=()):
     """{model: its robust validation per epoch} (`report.plots.validation_figure`) for the
-    models of {model: stage folder} that validated robustly (their best.json)."""
+    models of {model: stage folder} that validated robustly (their best.json). For the
+    `watched` models (training accuracy on their adversary's images) the masking epochs are
+    also read back from history.csv, which holds epochs trained before the rule existed."""
     histories = {}
     for model, folder in folders.items():
         record = atomic_files.read_json(os.path.join(folder, robust_validation.BEST_RECORD))
         if record and record.get("per_epoch"):
             per_epoch = record["per_epoch"]
+            masking = {m["epoch"] for m in record.get("masking") or []}
+            if model in watched:
+                masking |= {m["epoch"] for m in robust_validation.masking_in_history(folder)}
             histories[model] = {
                 "epoch": [e["epoch"] for e in per_epoch],
                 "val_robust_accuracy": [e["robust_accuracy"] for e in per_epoch],
                 "val_clean_accuracy": [e["clean_accuracy"] for e in per_epoch],
                 "best_epoch": (record.get("best") or {}).get("epoch"),
                 "collapse_epoch": (record.get("collapse") or {}).get("epoch"),
-                "masking_epochs": [m["epoch"] for m in record.get("masking") or []]}
+                "masking_epochs": sorted(masking)}
     return histories
 
 

@@ -57,15 +57,21 @@ def parent_model(config, workdir, spec):
     return robust_validation.model_file(os.path.join(workdir, spec.init_from), config.validation.use)
 
 
+def accuracy_on_adversary(config, stage):
+    """Whether `stage`'s logged training accuracy is on its adversary's images alone (AT with
+    CE on them, no TRADES), so that it can be held against clean validation accuracy."""
+    adversarial = config.adversarial
+    return bool(schema.adversarial_in(config, stage) and adversarial.ce_on == "adversarial"
+                and not adversarial.trades_beta)
+
+
 def robust_validation_callback(config, stage, validation_split, out, strategy):
     """The RobustValidation callback of `stage`, or None where it does not validate robustly."""
     if not schema.robust_validation_in(config, stage):
         return None
-    validation, adversarial = config.validation, config.adversarial
+    validation = config.validation
     images, labels = robust_validation.held_out(validation_split, validation.examples, config.seed)
-    # The epoch's training accuracy is on the adversary's images alone: CE on them, no TRADES.
-    adversary_accuracy = (schema.adversarial_in(config, stage) and adversarial.ce_on == "adversarial"
-                          and not adversarial.trades_beta)
+    adversary_accuracy = accuracy_on_adversary(config, stage)
     return robust_validation.RobustValidation(
         images, labels, validation.attack, validation.epsilon / 255.0,
         robust_validation.settings_for(config), out, validation.collapse_drop / 100.0,

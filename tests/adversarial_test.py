@@ -342,6 +342,52 @@ def test_an_adversary_easier_than_clean_images_is_a_warning_where_the_drop_rule_
     assert [m["epoch"] for m in resumed.record()["masking"]] == [3, 4]
 
 
+def write_history(folder, rows):
+    """OUT/history.csv as CSVLogger writes it: 0-based epochs, the logged columns."""
+    columns = ["epoch", "accuracy", "val_clean_accuracy", "val_robust_accuracy"]
+    lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in rows]
+    with open(os.path.join(folder, "history.csv"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def collapsing_history(accuracies=ON_ITS_ADVERSARY):
+    return [{"epoch": k, "accuracy": a, "val_robust_accuracy": r, "val_clean_accuracy": c}
+            for k, ((r, c), a) in enumerate(zip(COLLAPSING, accuracies))]
+
+
+def test_masking_read_back_from_the_log_equals_what_the_callback_found(tmp_path):
+    from training.robust_validation import masking_in_history
+
+    validation = ScriptedValidation(COLLAPSING, str(tmp_path), adversary_accuracy=True)
+    run_epochs(validation, 5, training_accuracy=ON_ITS_ADVERSARY)
+    write_history(str(tmp_path), collapsing_history())
+    assert masking_in_history(str(tmp_path)) == validation.record()["masking"]
+    # A resumed run appends: epoch 5 trained again (its last row counts), then an epoch
+    # logged without robust validation, which nothing is compared across.
+    rows = collapsing_history() + [dict(collapsing_history()[4], accuracy=0.5), {"epoch": 5, "accuracy": 0.9}]
+    write_history(str(tmp_path), rows)
+    assert [m["epoch"] for m in masking_in_history(str(tmp_path))] == [3, 4]
+    assert masking_in_history(str(tmp_path / "absent")) == []
+
+
+def test_the_training_table_counts_masked_epochs_the_record_predates(tmp_path):
+    # results/robust_photos' margin arm: epochs 3-8 trained before the callback watched the
+    # adversary, so its best.json lists none; history.csv has what the rule needs.
+    from common import atomic_files
+    from stages.compare import validation_histories
+
+    per_epoch = [{"epoch": k + 1, "robust_accuracy": r, "clean_accuracy": c}
+                 for k, (r, c) in enumerate(COLLAPSING)]
+    atomic_files.write_json(str(tmp_path / "best.json"), {"per_epoch": per_epoch, "masking": [],
+                                                          "best": per_epoch[0], "collapse": None})
+    write_history(str(tmp_path), collapsing_history())
+    folders = {"at_supcon_margin": str(tmp_path)}
+    assert validation_histories(folders, watched={"at_supcon_margin"})["at_supcon_margin"][
+        "masking_epochs"] == [3, 4, 5]
+    # Not watched (CE on both, TRADES): the record alone, here nothing.
+    assert validation_histories(folders)["at_supcon_margin"]["masking_epochs"] == []
+
+
 def test_the_adversary_is_not_watched_where_training_accuracy_is_not_on_its_images(tmp_path):
     # CE on clean and adversarial images, or TRADES: the accuracy is not the adversary's.
     validation = ScriptedValidation(COLLAPSING, str(tmp_path))

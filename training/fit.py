@@ -167,15 +167,21 @@ def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.le
     return history.history, throughput.images_per_second
 
 
-def epoch_seconds(out):
-    """{epoch (1-based): wall seconds} of the epochs in OUT/history.csv (`Throughput`'s
-    column), over every run that trained the stage; {} where there are none."""
+def history(out):
+    """{epoch (1-based): {column: value}} of OUT/history.csv over every run that trained the
+    stage (a resumed run appends; an epoch trained again keeps its last row); {} without it."""
     try:
         with open(os.path.join(out, "history.csv"), newline="") as f:
             rows = list(csv.DictReader(f))
     except OSError:
         return {}
-    return {int(row["epoch"]) + 1: float(row[Throughput.KEY]) for row in rows
+    return {int(row["epoch"]) + 1: row for row in rows}
+
+
+def epoch_seconds(out):
+    """{epoch (1-based): wall seconds} of the epochs in OUT/history.csv (`Throughput`'s
+    column); {} where there are none."""
+    return {epoch: float(row[Throughput.KEY]) for epoch, row in history(out).items()
             if row.get(Throughput.KEY) not in (None, "")}
 
 

@@ -49,8 +49,8 @@ recovered; AT + SupCon + margin + CE's 12.2, 14.9 and 26.4 points at epochs 3-5 
 its N-FGSM images at epoch 5 against 49% clean), while validation PGD-10 read 1.8%, 0.3%
 and 19.4% after 10.1% at epoch 1, a collapse the 20-point rule cannot see. It warns (one
 line per epoch, recorded as `masking`) and does not stop: a run may recover (that one did,
-at epoch 12: 30.8% PGD-10), and the kept
-epoch is chosen by the validation attack anyway.
+at epoch 12: 30.8% PGD-10), and the kept epoch is chosen by the validation attack anyway.
+`masking_in_history` applies the same rule to a stage's history.csv afterwards.
 """
 
 import dataclasses
@@ -66,6 +66,7 @@ from attacks.evaluate import evaluate
 from attacks.evaluate import subset
 from common import atomic_files
 from models import precision
+from training import fit
 from report import tables
 
 BEST_MODEL = "best_model.keras"
@@ -126,6 +127,38 @@ def measure(classifier, images, labels, attack, epsilon, settings, traced=None):
     evaluation = evaluate(classifier, images, np.asarray(labels), attack, settings, progress=False,
                           traced=traced)
     return evaluation.accuracy(), evaluation.accuracy(settings.epsilons[0])
+
+
+def adversary_sign(current, previous, training_accuracy):
+    """The epoch `current` ({epoch, robust_accuracy, clean_accuracy}) as a masking sign, or
+    None: its training accuracy on the adversary's images above the higher of its own and
+    the `previous` epoch's clean validation accuracy by more than MASKING_GAP."""
+    if training_accuracy is None:
+        return None
+    clean = max(current["clean_accuracy"], previous["clean_accuracy"] if previous else 0.0)
+    if float(training_accuracy) <= clean + MASKING_GAP:
+        return None
+    return dict(current, training_adversary_accuracy=float(training_accuracy))
+
+
+def masking_in_history(out):
+    """The masking signs (`adversary_sign`) of every epoch OUT/history.csv logged with its
+    training accuracy and robust validation, read back from the log, so that epochs trained
+    before the callback watched the adversary count too. For a stage whose training accuracy
+    is on its adversary's images alone (the callback's `adversary_accuracy`)."""
+    signs, previous = [], None
+    for epoch, row in sorted(fit.history(out).items()):
+        try:
+            current = {"epoch": epoch, "robust_accuracy": float(row["val_robust_accuracy"]),
+                       "clean_accuracy": float(row["val_clean_accuracy"])}
+            training_accuracy = float(row["accuracy"])
+        except (KeyError, TypeError, ValueError):
+            previous = None  # An epoch logged without them: no comparison across it.
+            continue
+        sign = adversary_sign(current, previous, training_accuracy)
+        signs += [sign] if sign else []
+        previous = current
+    return signs
 
 
 def held_out(split, count, seed):
@@ -228,11 +261,10 @@ class RobustValidation(keras.callbacks.Callback):
         """The training adversary's images classified better than clean held-out images: warn."""
         # An epoch trained again after a crash replaces what its first run found.
         self.masking = [m for m in self.masking if m["epoch"] < current["epoch"]]
-        adversarial = logs.get("accuracy") if self.adversary_accuracy else None
-        clean = max(current["clean_accuracy"], previous["clean_accuracy"] if previous else 0.0)
-        if adversarial is None or float(adversarial) <= clean + MASKING_GAP:
+        sign = adversary_sign(current, previous,
+                              logs.get("accuracy") if self.adversary_accuracy else None)
+        if sign is None:
             return
-        sign = dict(current, training_adversary_accuracy=float(adversarial))
         self.masking.append(sign)
         print(f"WARNING: at epoch {sign['epoch']} the model classified "
               f"{100 * sign['training_adversary_accuracy']:.1f}% of its training adversary's "
