@@ -71,12 +71,11 @@ def robust_validation_callback(config, stage, validation_split, out, strategy):
         return None
     validation = config.validation
     images, labels = robust_validation.held_out(validation_split, validation.examples, config.seed)
-    adversary_accuracy = accuracy_on_adversary(config, stage)
     return robust_validation.RobustValidation(
         images, labels, validation.attack, validation.epsilon / 255.0,
         robust_validation.settings_for(config), out, validation.collapse_drop / 100.0,
         validation.stop_on_collapse, write=distribute.is_chief(strategy), keep=validation.keep,
-        adversary_accuracy=adversary_accuracy)
+        adversary_accuracy=accuracy_on_adversary(config, stage))
 
 
 def _differences(old, new):

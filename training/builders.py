@@ -181,7 +181,6 @@ def build_model(config, spec, data_info, encoder=None):
     projection = None
     if spec.contrastive:
         projection = heads.projection_head(encoder.outputs[0].shape[-1], config.model.width)
-    if spec.contrastive:
         warn_if_margin_unkeepable(config.loss, data_info.num_classes)
     model = ContrastiveModel(encoder, heads.classifier(data_info.num_classes),
                              projection_head=projection, name=spec.name,
