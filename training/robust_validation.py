@@ -66,8 +66,8 @@ from attacks.evaluate import evaluate
 from attacks.evaluate import subset
 from common import atomic_files
 from models import precision
-from training import fit
 from report import tables
+from training import fit
 
 BEST_MODEL = "best_model.keras"
 BEST_RECORD = "best.json"
@@ -156,7 +156,8 @@ def masking_in_history(out):
             previous = None  # An epoch logged without them: no comparison across it.
             continue
         sign = adversary_sign(current, previous, training_accuracy)
-        signs += [sign] if sign else []
+        if sign:
+            signs.append(sign)
         previous = current
     return signs
 
