@@ -13,6 +13,7 @@ comma-separated tuples). Nothing here imports TensorFlow.
 """
 
 import ast
+import os
 import re
 
 ARM_STAGES = ("baseline", "pretrain")
@@ -72,6 +73,13 @@ def arm_config(config, changes):
 def arms(config):
     """{name: (stage, changes)} of config.arms, by name (a ConfigDict keeps its keys sorted)."""
     return {name: parse(text) for name, text in (config.get("arms") or {}).items()}
+
+
+def model_folder(config, workdir, name):
+    """Where the model `name` trains: WORKDIR/NAME/STAGE/ for an arm of config.arms, else
+    WORKDIR/NAME/ (a training stage). The attack and export stages find models by it."""
+    found = arms(config).get(name)
+    return os.path.join(workdir, name, found[0]) if found else os.path.join(workdir, name)
 
 
 def compared(config):

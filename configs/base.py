@@ -150,7 +150,7 @@ def base_config():
     ))
 
     config.export = ml_collections.ConfigDict(dict(
-        model="finetune",  # Which stage's model to export.
+        model="finetune",  # Which model to export: a training stage, or an arm's name.
         name="supcon_resnet18",
     ))
 

@@ -234,7 +234,7 @@ FIELDS = {
     "attack.jit_compile": Choice(("auto", True, False)),
     "attack.embedding_examples": _COUNT,
 
-    "export.model": Choice(TRAINING_STAGES),
+    "export.model": Text(),  # A training stage or an arm: `_check_relations`.
     "export.name": Text(),
 
     "tune.algorithm": Choice(("random", "bayesian", "hyperband")),
@@ -386,6 +386,10 @@ def _check_relations(config):
                   f"must be at most {section}.epochs={schedule.epochs}")
     if "compare" in config:
         _check_pairs(config)
+    exportable = TRAINING_STAGES + tuple(arms.arms(config))
+    if "export" in config and config.export.model not in exportable:
+        _fail("export.model", config.export.model,
+              f"must be a training stage or an arm of this config: one of {', '.join(exportable)}")
     if "adversarial" in config:
         adversarial = config.adversarial
         if adversarial.trades_beta and adversarial.method == "none":

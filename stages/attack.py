@@ -155,12 +155,10 @@ def evaluate_model(name, path, images, labels, images_sha256, settings, attacks,
 
 def run(config, workdir):
     # Each stage's best epoch where robust validation kept one (config.validation.use).
-    paths = {name: robust_validation.model_file(os.path.join(workdir, name), config.validation.use)
-             for name in config.attack.models}
     # And every arm (configs/arms.py), under its own name.
-    paths.update({name: robust_validation.model_file(os.path.join(workdir, name, stage),
-                                                     config.validation.use)
-                  for name, (stage, _) in arms.arms(config).items()})
+    paths = {name: robust_validation.model_file(arms.model_folder(config, workdir, name),
+                                                config.validation.use)
+             for name in (*config.attack.models, *arms.arms(config))}
     missing = [path for path in paths.values() if not os.path.exists(path)]
     if missing:
         raise UserError(f"{missing[0]} does not exist: train it first (--stage all trains every "

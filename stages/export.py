@@ -1,5 +1,8 @@
 """Stage `export`: a SavedModel for TF Serving under WORKDIR/export/<name>/<version>/.
 
+The model is config.export.model's: a training stage's (WORKDIR/STAGE/) or an arm's of
+config.arms (WORKDIR/ARM/STAGE/, `configs/arms.py`), its kept epoch where robust
+validation kept one. `make robust-model` exports results/robust_photos' most robust arm so.
 Built with `keras.export.ExportArchive`. Endpoints:
 
 - `serving_default`: input `images`, uint8 [None, H, W, C] (raw pixels, what a client
@@ -36,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import UserError
+from configs import arms
 from pipeline import datasets
 from training import robust_validation
 from training.run_context import run_context
@@ -151,11 +155,12 @@ def export(model, model_dir, check_images, source=None):
 
 
 def run(config, workdir):
-    # The stage's best epoch where robust validation kept one (config.validation.use).
-    path = robust_validation.model_file(os.path.join(workdir, config.export.model),
-                                        config.validation.use)
+    # The stage's or arm's best epoch where robust validation kept one (config.validation.use).
+    name = config.export.model
+    path = robust_validation.model_file(arms.model_folder(config, workdir, name), config.validation.use)
     if not os.path.exists(path):
-        raise UserError(f"{path} does not exist: run --stage {config.export.model} first, or choose "
+        trainer = "compare (or all)" if name in arms.arms(config) else name
+        raise UserError(f"{path} does not exist: run --stage {trainer} first, or choose "
                         "another with --config.export.model.")
     with open(path, "rb") as f:
         source = {"model": os.path.abspath(path), "sha256": hashlib.sha256(f.read()).hexdigest()}

@@ -97,5 +97,22 @@ def test_running_all_again_retrains_attacks_and_exports_nothing(workdir):
     assert sorted(os.listdir(os.path.join(path, "export", "supcon_resnet18"))) == ["1"]
 
 
+def test_an_arm_exports_by_its_name(workdir):
+    # The demo's arm `robust` (configs/demo.py) trains in WORKDIR/robust/pretrain/; export
+    # takes it by name, as `make robust-model` takes results/robust_photos' arms.
+    path = workdir[0]
+    result = subprocess.run(
+        [sys.executable, "run.py", "--stage", "export", "--config", "configs/demo.py:smoke",
+         "--workdir", path, "--config.export.model=robust", "--config.export.name=robust_resnet18"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = os.path.join(path, "export", "robust_resnet18", "1")
+    with open(os.path.join(version, "assets.extra", "source.json")) as f:
+        source = json.load(f)
+    assert os.path.dirname(source["model"]) == os.path.join(path, "robust", "pretrain")
+    # The other export, the finetuned model's, is left as it was.
+    assert sorted(os.listdir(os.path.join(path, "export", "supcon_resnet18"))) == ["1"]
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

@@ -261,6 +261,9 @@ CONFIG_MISTAKES = {
     "pair_naming_an_untrained_model": flag_mistake(
         ["--config.compare.pairs=supcon_margin - robust_long"], "--config.compare.pairs",
         "names 'robust_long', which stage compare does not train"),
+    "export_of_an_unknown_model": flag_mistake(
+        ["--config.export.model=robust_long"], "--config.export.model=robust_long",
+        "must be a training stage or an arm of this config", "finetune, robust"),
     "own_epsilon_above_255": flag_mistake(
         ["--config.attack.own_epsilons.pgd=0,8,300"], "--config.attack.own_epsilons.pgd",
         "item 300", "[0, 255]"),
