@@ -87,6 +87,20 @@ def test_a_stored_model_classifies_every_test_image_as_published(test_split, exp
                               f"otherwise than published (first: {published.indices[differ[:5]]})")
 
 
+def test_make_robust_model_takes_the_most_robust_published_arm():
+    # The Makefile's ROBUST_ARM default is what the README calls the most robust model so
+    # far: the highest worst case at 8/255 in results/robust_photos/results.json.
+    import re
+
+    with open(os.path.join(REPO, "results", "robust_photos", "results.json")) as f:
+        rows = json.load(f)["rows"]
+    worst = {row["model"]: row["accuracy"] for row in rows
+             if row["attack"] == "worst" and row["epsilon_255"] == "8/255"}
+    with open(os.path.join(REPO, "Makefile")) as f:
+        default = re.search(r"^ROBUST_ARM \?= (\S+)$", f.read(), re.MULTILINE).group(1)
+    assert worst[default] == max(worst.values()), worst
+
+
 @pytest.mark.slow
 def test_the_robust_model_serves_as_published(test_split, tmp_path):
     # What `make robust-model` does, into a workdir of the test's own: restore the committed
