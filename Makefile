@@ -66,10 +66,10 @@ reproduce-robust: $(VENV)/.installed
 save-progress-robust:
 	$(PY) tools/experiment_progress.py save $(ROBUST_WORKDIR) $(ROBUST_PROGRESS)
 
-# The experiment's most robust model so far (results/robust_photos: at_ce, 35.5% under the
-# worst case at 8/255, 67.6% clean) as a SavedModel for TF Serving, from the committed
-# progress, in seconds and without training: $(ROBUST_WORKDIR)/export/$(ROBUST_ARM)/1/.
-# ROBUST_ARM=NAME takes another trained arm of configs/robust_photos.py.
+# The experiment's most robust model so far (the default arm has the highest worst case at
+# 8/255 in results/robust_photos/results.json: tests/published_models_test.py checks it) as
+# a SavedModel for TF Serving, from the committed progress, in seconds and without
+# training: $(ROBUST_WORKDIR)/export/$(ROBUST_ARM)/1/. ROBUST_ARM=NAME takes another arm.
 ROBUST_ARM ?= at_ce
 .PHONY: robust-model
 robust-model: $(VENV)/.installed
