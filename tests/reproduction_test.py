@@ -23,7 +23,7 @@ def rows(accuracies, n=1000):
 
 
 def test_the_allowed_gap_is_two_pooled_standard_errors_of_the_difference():
-    # The figures the README states in advance: 1.4 points on 10,000 images at 50%,
+    # The figures results/real_photos/README.md states in advance: 1.4 points on 10,000 images at 50%,
     # 3.2 on 2,000 and 4.5 on 1,000.
     assert reproduction.allowed_gap(0.5, 10000, 0.5, 10000) == pytest.approx(2 * math.sqrt(0.5 / 10000))
     assert [round(100 * reproduction.allowed_gap(0.5, n, 0.5, n), 1) for n in (10000, 2000, 1000)] == [1.4, 3.2, 4.5]
