@@ -12,7 +12,10 @@ then every arm of config.arms (`configs/arms.py`; the demo's `robust`, say);
 `config.compare.paper_arms=False` trains the arms alone (configs/robust_photos.py). Each
 trains in WORKDIR/<model>/ through `stages.train` (so it resumes after a crash and is
 skipped when done), then `stages.attack` evaluates them all on the same test images and
-writes the report to WORKDIR/attack/, with verdict.md/.json/.png: each pair "A - B" of
+writes the report to WORKDIR/attack/. A comparison that trains for hours reports as it
+goes: after each model that took this run half an hour or more to train (the last model
+excepted), the report is written for the models trained so far, so that results publish
+as they finish, not hours later. The report holds verdict.md/.json/.png: each pair "A - B" of
 config.compare.pairs, A against B, attack by attack and epsilon by epsilon, with standard
 errors (`report.verdict`). Where arms NAME_seedK train A and B again with seed K, the
 pair is judged on every seed both have, pooled. WORKDIR/compare.json records what
@@ -44,6 +47,9 @@ CLAIM = ("margin-based supervised contrastive training (SupCon + margin + CE) ra
          "accuracy by up to 2.5 points at the larger epsilons over the baseline while keeping "
          "clean accuracy (ResNet-18, CIFAR-100; the paper evaluates with FGSM only).")
 
+# A model whose training took a run this long is evaluated, with every model trained
+# before it, as soon as it is trained, not after the models still to train (see above).
+REPORT_AFTER_SECONDS = 30 * 60
 
 
 def _commit():
@@ -71,11 +77,14 @@ def run(config, workdir):
     chosen = arms.compared(config)
     if not chosen:
         raise UserError("--config.compare.paper_arms=False and no config.arms: nothing to compare.")
-    for arm, stage, changes in chosen:
+    for index, (arm, stage, changes) in enumerate(chosen):
         arm_workdir = os.path.join(workdir, arm)
         print(f"== {arm}: {stage} stage" + (f" with {changes}" if changes else ""), flush=True)
         start = time.time()
+        summary_path = os.path.join(arm_workdir, stage, "summary.json")
+        before = atomic_files.read_json(summary_path)
         summary = train.train(arms.arm_config(config, changes), arm_workdir, stage)
+        trained_now = atomic_files.read_json(summary_path) != before
         paths[arm] = robust_validation.model_file(os.path.join(arm_workdir, stage),
                                                   config.validation.use)
         entry = record["arms"].get(arm, {})
@@ -93,6 +102,20 @@ def run(config, workdir):
                       data_sha256=specs.data_sha256(config.data.data_dir), seed=config.seed,
                       config=json.loads(config.to_json_best_effort()))
         atomic_files.write_json(record_path, record)
+        if trained_now and time.time() - start >= REPORT_AFTER_SECONDS and index < len(chosen) - 1:
+            # A long comparison reports as it goes: the models trained so far, evaluated now.
+            print(f"== attack: the {index + 1} of {len(chosen)} models trained so far", flush=True)
+            report_on(config, workdir, record, chosen[:index + 1], paths)
+    print("== attack", flush=True)
+    return report_on(config, workdir, record, chosen, paths)
+
+
+def report_on(config, workdir, record, chosen, paths):
+    """Evaluates the models `chosen` ([(name, stage, changes)], trained; their model files in
+    `paths`) and writes the report on them to WORKDIR/attack/; returns the attack stage's
+    results. Evaluations done before are reused (`stages.attack`'s records)."""
+    record_path = os.path.join(workdir, "compare.json")
+    paths = {arm: paths[arm] for arm, _, _ in chosen}
     histories = validation_histories(
         {arm: os.path.join(workdir, arm, stage) for arm, stage, _ in chosen},
         watched={arm for arm, stage, changes in chosen
@@ -106,7 +129,6 @@ def run(config, workdir):
             plots.validation_figure(histories, "Robust validation after every epoch (the star: "
                                     "the epoch kept)"),
             os.path.join(workdir, "attack", "validation.png"))
-    print("== attack", flush=True)
     start = time.time()
     evaluations = {}
     results = attack.evaluate_and_report(config, paths, os.path.join(workdir, "attack"), keep=evaluations)

@@ -65,6 +65,8 @@ def test_three_arms_attacked_alike_with_a_verdict(run):
     assert "The claim:" in stdout
     with open(os.path.join(workdir, "attack", "verdict.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # Models that train in seconds are reported on once, at the end.
+    assert [line for line in stdout.splitlines() if line.startswith("== attack")] == ["== attack"]
 
 
 def test_published_and_rerun_gives_the_same_numbers_without_training_or_attacking(run, tmp_path):
@@ -115,6 +117,40 @@ def test_published_and_rerun_gives_the_same_numbers_without_training_or_attackin
     assert refused.stderr.splitlines() == [
         f"error: {destination} holds other results, of commit an-earlier-commit; pass --replace "
         "to overwrite them."]
+
+
+def test_a_long_comparison_reports_as_it_goes_on_the_models_trained_so_far(tmp_path, monkeypatch):
+    # The stage's order of work, with training and the report stood in for: minutes of
+    # training per model on a clock of the test's own; supcon was trained by an earlier run.
+    import types
+
+    from configs import demo
+    from stages import compare as compare_stage
+
+    minutes = {"baseline": 40, "supcon": 0, "supcon_margin": 31, "robust": 50}
+    clock, reports = [0.0], []
+
+    def train(config, workdir, stage):
+        arm, out = os.path.basename(workdir), os.path.join(workdir, stage)
+        clock[0] += 60 * minutes[arm]
+        if minutes[arm] or not os.path.exists(os.path.join(out, "summary.json")):
+            os.makedirs(out, exist_ok=True)
+            with open(os.path.join(out, "summary.json"), "w") as f:
+                json.dump({"inputs": {"arm": arm}, "seconds": 60 * minutes[arm]}, f)
+        return {"inputs": {"arm": arm}}
+
+    monkeypatch.setattr(compare_stage.train, "train", train)
+    monkeypatch.setattr(compare_stage, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(compare_stage, "report_on",
+                        lambda config, workdir, record, chosen, paths: reports.append(
+                            [arm for arm, _, _ in chosen]) or sorted(paths))
+    config = demo.get_config("smoke")
+    train(config, str(tmp_path / "supcon"), "pretrain")  # The earlier run's.
+    assert compare_stage.run(config, str(tmp_path)) == sorted(["baseline", "supcon", "supcon_margin", "robust"])
+    # After baseline (40 minutes) and supcon_margin (31): the models trained so far; supcon
+    # took this run no time; robust, the last, is reported on with all the others, once.
+    assert reports == [["baseline"], ["baseline", "supcon", "supcon_margin"],
+                       ["baseline", "supcon", "supcon_margin", "robust"]]
 
 
 if __name__ == "__main__":
