@@ -14,8 +14,9 @@ trains in WORKDIR/<model>/ through `stages.train` (so it resumes after a crash a
 skipped when done), then `stages.attack` evaluates them all on the same test images and
 writes the report to WORKDIR/attack/. A comparison that trains for hours reports as it
 goes: after each model that took this run half an hour or more to train (the last model
-excepted), the report is written for the models trained so far, so that results publish
-as they finish, not hours later. The report holds verdict.md/.json/.png: each pair "A - B" of
+excepted), the report is written for the models trained so far (those before it in the
+order, and any after it that an earlier run finished), so that results publish as they
+finish, not hours later. The report holds verdict.md/.json/.png: each pair "A - B" of
 config.compare.pairs, A against B, attack by attack and epsilon by epsilon, with standard
 errors (`report.verdict`). Where arms NAME_seedK train A and B again with seed K, the
 pair is judged on every seed both have, pooled. WORKDIR/compare.json records what
@@ -73,7 +74,6 @@ def run(config, workdir):
             record = json.load(f)
     except (OSError, ValueError):
         record = {"arms": {}}
-    paths = {}
     chosen = arms.compared(config)
     if not chosen:
         raise UserError("--config.compare.paper_arms=False and no config.arms: nothing to compare.")
@@ -85,8 +85,6 @@ def run(config, workdir):
         before = atomic_files.read_json(summary_path)
         summary = train.train(arms.arm_config(config, changes), arm_workdir, stage)
         trained_now = atomic_files.read_json(summary_path) != before
-        paths[arm] = robust_validation.model_file(os.path.join(arm_workdir, stage),
-                                                  config.validation.use)
         entry = record["arms"].get(arm, {})
         if entry.get("inputs") is not None:
             entry["inputs"] = specs.with_data_identity(entry["inputs"])
@@ -103,19 +101,29 @@ def run(config, workdir):
                       config=json.loads(config.to_json_best_effort()))
         atomic_files.write_json(record_path, record)
         if trained_now and time.time() - start >= REPORT_AFTER_SECONDS and index < len(chosen) - 1:
-            # A long comparison reports as it goes: the models trained so far, evaluated now.
-            print(f"== attack: the {index + 1} of {len(chosen)} models trained so far", flush=True)
-            report_on(config, workdir, record, chosen[:index + 1], paths)
+            # A long comparison reports as it goes (see above).
+            done = chosen[:index + 1] + _finished_earlier(config, workdir, record, chosen[index + 1:])
+            if len(done) < len(chosen):  # Else the final report follows at once.
+                print(f"== attack: the {len(done)} of {len(chosen)} models trained so far", flush=True)
+                report_on(config, workdir, record, done)
     print("== attack", flush=True)
-    return report_on(config, workdir, record, chosen, paths)
+    return report_on(config, workdir, record, chosen)
 
 
-def report_on(config, workdir, record, chosen, paths):
-    """Evaluates the models `chosen` ([(name, stage, changes)], trained; their model files in
-    `paths`) and writes the report on them to WORKDIR/attack/; returns the attack stage's
-    results. Evaluations done before are reused (`stages.attack`'s records)."""
+def _finished_earlier(config, workdir, record, later):
+    """Those of `later` ([(name, stage, changes)]) that an earlier run trained to the end."""
+    return [(name, stage, changes) for name, stage, changes in later
+            if name in record["arms"]
+            and train.finished(arms.arm_config(config, changes), os.path.join(workdir, name), stage)]
+
+
+def report_on(config, workdir, record, chosen):
+    """Evaluates the models `chosen` ([(name, stage, changes)], each trained) and writes the
+    report on them to WORKDIR/attack/; returns the attack stage's results. Evaluations done
+    before are reused (`stages.attack`'s records)."""
     record_path = os.path.join(workdir, "compare.json")
-    paths = {arm: paths[arm] for arm, _, _ in chosen}
+    paths = {arm: robust_validation.model_file(os.path.join(workdir, arm, stage), config.validation.use)
+             for arm, stage, _ in chosen}
     histories = validation_histories(
         {arm: os.path.join(workdir, arm, stage) for arm, stage, _ in chosen},
         watched={arm for arm, stage, changes in chosen

@@ -115,6 +115,16 @@ def check_workdir(out, inputs, stage):
                     "to start afresh.")
 
 
+def finished(config, workdir, stage):
+    """The summary of `stage` in `workdir` where it finished with this config's inputs (what
+    `train` would skip), else None: not trained, unfinished, or trained with another config."""
+    try:
+        return check_workdir(os.path.join(workdir, stage),
+                             stage_inputs(config, workdir, specs.SPECS[stage]), stage)
+    except UserError:
+        return None
+
+
 def resumed_precision(out, config, stage):
     """The policy to train `out` with: what config.train.precision picks for this width on
     this machine, except that a run resumed under `auto` keeps the policy it started with

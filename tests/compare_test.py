@@ -121,37 +121,44 @@ def test_published_and_rerun_gives_the_same_numbers_without_training_or_attackin
 
 def test_a_long_comparison_reports_as_it_goes_on_the_models_trained_so_far(tmp_path, monkeypatch):
     # The stage's order of work, with training and the report stood in for: minutes of
-    # training per model on a clock of the test's own; supcon was trained by an earlier run.
+    # training per model on a clock of the test's own; an earlier run trained supcon and robust.
     import types
 
     from configs import demo
     from stages import compare as compare_stage
 
-    minutes = {"baseline": 40, "supcon": 0, "supcon_margin": 31, "robust": 50}
+    minutes = {"baseline": 40, "supcon": 0, "supcon_margin": 31, "robust": 0}
     clock, reports = [0.0], []
 
+    def summary(workdir, stage):
+        return os.path.join(workdir, stage, "summary.json")
+
     def train(config, workdir, stage):
-        arm, out = os.path.basename(workdir), os.path.join(workdir, stage)
+        arm = os.path.basename(workdir)
         clock[0] += 60 * minutes[arm]
-        if minutes[arm] or not os.path.exists(os.path.join(out, "summary.json")):
-            os.makedirs(out, exist_ok=True)
-            with open(os.path.join(out, "summary.json"), "w") as f:
+        if minutes[arm] or not os.path.exists(summary(workdir, stage)):
+            os.makedirs(os.path.dirname(summary(workdir, stage)), exist_ok=True)
+            with open(summary(workdir, stage), "w") as f:
                 json.dump({"inputs": {"arm": arm}, "seconds": 60 * minutes[arm]}, f)
         return {"inputs": {"arm": arm}}
 
     monkeypatch.setattr(compare_stage.train, "train", train)
+    monkeypatch.setattr(compare_stage.train, "finished",
+                        lambda config, workdir, stage: os.path.exists(summary(workdir, stage)))
     monkeypatch.setattr(compare_stage, "time", types.SimpleNamespace(time=lambda: clock[0]))
-    monkeypatch.setattr(compare_stage, "report_on",
-                        lambda config, workdir, record, chosen, paths: reports.append(
-                            [arm for arm, _, _ in chosen]) or sorted(paths))
+    monkeypatch.setattr(compare_stage, "report_on", lambda config, workdir, record, chosen: reports.append(
+        [arm for arm, _, _ in chosen]) or len(chosen))
     config = demo.get_config("smoke")
-    train(config, str(tmp_path / "supcon"), "pretrain")  # The earlier run's.
-    assert compare_stage.run(config, str(tmp_path)) == sorted(["baseline", "supcon", "supcon_margin", "robust"])
-    # After baseline (40 minutes) and supcon_margin (31): the models trained so far; supcon
-    # took this run no time; robust, the last, is reported on with all the others, once.
-    assert reports == [["baseline"], ["baseline", "supcon", "supcon_margin"],
-                       ["baseline", "supcon", "supcon_margin", "robust"]]
-
+    earlier = {"supcon": "pretrain", "robust": "pretrain"}
+    for arm, stage in earlier.items():
+        train(config, str(tmp_path / arm), stage)
+    with open(tmp_path / "compare.json", "w") as f:
+        json.dump({"arms": {arm: {"stage": stage} for arm, stage in earlier.items()}}, f)
+    assert compare_stage.run(config, str(tmp_path)) == 4
+    # After baseline (40 minutes): it and the two models the earlier run trained; after
+    # supcon_margin (31) every model is trained, so the final report on all four comes next,
+    # once. Models that took this run no time to train are not reported on by themselves.
+    assert reports == [["baseline", "supcon", "robust"], ["baseline", "supcon", "supcon_margin", "robust"]]
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

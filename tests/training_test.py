@@ -169,6 +169,12 @@ def test_a_finished_stage_with_the_same_config_is_not_run_again(trained_workdir,
     assert train.train(config, workdir, "baseline") == summaries["baseline"]
     assert "already done" in capsys.readouterr().out
     assert os.path.getmtime(os.path.join(workdir, "baseline", "model.keras")) == modified
+    # What stage compare asks of a model it has not reached yet: finished with this config?
+    assert train.finished(config, workdir, "baseline") == summaries["baseline"]
+    other = config.copy_and_resolve_references()
+    other.train.learning_rate *= 2
+    assert train.finished(other, workdir, "baseline") is None  # train would refuse it.
+    assert train.finished(config, os.path.join(workdir, "nothing_here"), "baseline") is None
 
 
 def test_finetune_without_pretrain_says_what_to_run(tmp_path):
