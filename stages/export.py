@@ -24,7 +24,8 @@ The SavedModel is written to a hidden temporary directory beside the versions, r
 checked against the Keras model, and only then renamed to its version number, so TF
 Serving never sees a half-written or wrong model. Earlier versions are never touched.
 Each version records the sha256 of the `.keras` file it came from in
-`assets.extra/source.json` (the folder TF Serving leaves to its users); when the newest
+`assets.extra/source.json` (the folder TF Serving leaves to its users), and the data's
+class names in `assets.extra/class_names.txt` (line i names class id i); when the newest
 version already holds the same model, the stage exports nothing.
 """
 
@@ -129,20 +130,24 @@ def check_export(path, model, images):
     return error
 
 
-def export(model, model_dir, check_images, source=None):
+def export(model, model_dir, check_images, source=None, class_names=None):
     """Writes, checks and installs a new version of `model`; returns its path.
 
-    `source` (a dict) is written to the version's assets.extra/source.json.
+    `source` (a dict) is written to the version's assets.extra/source.json, `class_names`
+    to assets.extra/class_names.txt, one a line: line i names class id i.
     """
     os.makedirs(model_dir, exist_ok=True)
     temporary = tempfile.mkdtemp(prefix=".incomplete-", dir=model_dir)
     try:
         build_archive(model).write_out(temporary, verbose=False)
         error = check_export(temporary, model, check_images)
+        os.makedirs(os.path.join(temporary, "assets.extra"))
         if source is not None:
-            os.makedirs(os.path.join(temporary, "assets.extra"))
             with open(os.path.join(temporary, "assets.extra", "source.json"), "w") as f:
                 json.dump(source, f, indent=2)
+        if class_names is not None:
+            with open(os.path.join(temporary, "assets.extra", "class_names.txt"), "w") as f:
+                f.writelines(f"{name}\n" for name in class_names)
         # Choosing the number only now keeps two exports from claiming the same one
         # for long; os.rename fails rather than overwrite if another export got there first.
         final = os.path.join(model_dir, str(next_version(model_dir)))
@@ -175,5 +180,5 @@ def run(config, workdir):
         pass  # No earlier version, or one without a record: export.
     with run_context(config.seed, "float32"):
         model = keras.models.load_model(path)
-        check_images = datasets.load_config(config.data).test.images[:16]
-        return export(model, model_dir, check_images, source)
+        data = datasets.load_config(config.data)
+        return export(model, model_dir, data.test.images[:16], source, data.class_names)

@@ -110,6 +110,10 @@ def test_an_arm_exports_by_its_name(workdir):
     with open(os.path.join(version, "assets.extra", "source.json")) as f:
         source = json.load(f)
     assert os.path.dirname(source["model"]) == os.path.join(path, "robust", "pretrain")
+    # What each class id the model serves means: line i names class id i.
+    with open(os.path.join(version, "assets.extra", "class_names.txt")) as f:
+        assert f.read().splitlines() == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                         "horse", "ship", "truck"]
     # The other export, the finetuned model's, is left as it was.
     assert sorted(os.listdir(os.path.join(path, "export", "supcon_resnet18"))) == ["1"]
 
