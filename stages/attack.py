@@ -154,8 +154,8 @@ def evaluate_model(name, path, images, labels, images_sha256, settings, attacks,
 
 
 def run(config, workdir):
-    # Each stage's best epoch where robust validation kept one (config.validation.use).
-    # And every arm (configs/arms.py), under its own name.
+    # Each stage's model, and every arm's (configs/arms.py) under its own name: the best
+    # epoch where robust validation kept one (config.validation.use).
     paths = {name: robust_validation.model_file(arms.model_folder(config, workdir, name),
                                                 config.validation.use)
              for name in (*config.attack.models, *arms.arms(config))}

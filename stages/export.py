@@ -3,6 +3,7 @@
 The model is config.export.model's: a training stage's (WORKDIR/STAGE/) or an arm's of
 config.arms (WORKDIR/ARM/STAGE/, `configs/arms.py`), its kept epoch where robust
 validation kept one. `make robust-model` exports results/robust_photos' most robust arm so.
+
 Built with `keras.export.ExportArchive`. Endpoints:
 
 - `serving_default`: input `images`, uint8 [None, H, W, C] (raw pixels, what a client
