@@ -14,6 +14,7 @@ Slow (`make test-slow`): it needs the full CIFAR-10 copy (../shared/data) and pr
 all 10,000 test images with each of the stored models.
 """
 
+import functools
 import glob
 import hashlib
 import json
@@ -35,9 +36,14 @@ REPO = os.environ.get("SUPCON_REPO_ROOT", os.path.dirname(os.path.dirname(os.pat
 PROGRESS = sorted(glob.glob(os.path.join(REPO, "results", "*", "progress")))
 
 
-def _sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+@functools.lru_cache(maxsize=None)
+def _stored_models(progress):
+    """{sha256: path} of every .keras file in a progress folder, hashed once per folder."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(progress, "**", "*.keras"), recursive=True)):
+        with open(path, "rb") as f:
+            found.setdefault(hashlib.sha256(f.read()).hexdigest(), path)
+    return found
 
 
 def _published():
@@ -74,12 +80,10 @@ def test_a_stored_model_classifies_every_test_image_as_published(test_split, exp
     key, published = stored["key"], Evaluation.from_record(stored["evaluation"])
     assert hashlib.sha256(images.tobytes() + np.asarray(labels).tobytes()).hexdigest() == key["images_sha256"]
     # The model the record names, wherever the progress folder keeps it.
-    progress = os.path.join(REPO, "results", experiment, "progress")
-    paths = [path for path in glob.glob(os.path.join(progress, "**", "*.keras"), recursive=True)
-             if _sha256(path) == key["model_sha256"]]
-    assert paths, f"{experiment}: no stored model has the sha256 {name}'s record names"
+    path = _stored_models(os.path.join(REPO, "results", experiment, "progress")).get(key["model_sha256"])
+    assert path, f"{experiment}: no stored model has the sha256 {name}'s record names"
     with run_context(0, "float32"):
-        model = keras.models.load_model(paths[0])
+        model = keras.models.load_model(path)
         logits = model.predict(images[published.indices], batch_size=500, verbose=0)
     correct = np.argmax(logits, axis=-1) == labels[published.indices]
     differ = np.flatnonzero(correct != published.clean)
