@@ -58,6 +58,10 @@ def base_config():
         weight_decay=5e-4,
         schedule="cosine",  # cosine (after a linear warm-up) or constant.
         warmup_epochs=5,
+        # > 0: the model kept is the exponential moving average of the weights over the steps
+        # (Polyak averaging; the optimiser's `use_ema`), this its momentum (0.999 averages
+        # over about 1,000 steps). Robust validation and the kept epochs see the average.
+        ema_momentum=0.0,
         precision="auto",  # auto, float32, mixed_float16 or mixed_bfloat16.
         jit_compile="auto",  # auto (XLA on a GPU, not on a CPU), true or false.
         # default (one device), mirrored (this host's GPUs) or multi_worker (hosts in

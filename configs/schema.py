@@ -178,6 +178,7 @@ FIELDS = {
     "train.learning_rate": _RATE,
     "train.momentum": Number(float, 0.0, 1.0, open_high=True),
     "train.weight_decay": Number(float, 0.0, 1.0, open_high=True),
+    "train.ema_momentum": Number(float, 0.0, 1.0, open_high=True),
     "train.schedule": Choice(("cosine", "constant")),
     "train.warmup_epochs": _COUNT,
     "train.precision": Choice(PRECISIONS),

@@ -8,6 +8,13 @@ weight_decay * w to the gradient instead, so the momentum carries it: at momentu
 shrinks a slowly changing kernel by lr * weight_decay * w / (1 - m) per step, 10 times
 more at m = 0.9. A recipe's `weight_decay=5e-4` (fast adversarial training, N-FGSM,
 TRADES) corresponds to about `config.train.weight_decay=5e-3` here.
+
+With `ema_momentum` m > 0 the optimiser also keeps the exponential moving average of the
+weights, a_t = m a_(t-1) + (1 - m) w_t after step t (a_1 = w_1), which Keras swaps into the
+model to validate it and leaves there when training ends (`training/fit.py`). Weight
+averaging adds robustness to adversarial training (Gowal et al. 2020; Rebuffi et al. 2021).
+Only the trainable weights are averaged: BatchNorm's moving statistics are the raw
+model's, a moving average of their own (over 1 / (1 - 0.9) = 10 steps here).
 """
 
 import keras
@@ -35,11 +42,14 @@ def learning_rate_schedule(train, total_steps):
 def build_optimizer(train, total_steps):
     """An optimiser for `total_steps` steps from config.train (a ConfigDict)."""
     learning_rate = learning_rate_schedule(train, total_steps)
+    momentum = train.get("ema_momentum", 0.0)
+    averaging = dict(use_ema=True, ema_momentum=momentum) if momentum else {}
     if train.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(learning_rate, momentum=train.momentum, nesterov=False,
-                                         weight_decay=train.weight_decay or None)
+                                         weight_decay=train.weight_decay or None, **averaging)
     elif train.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=train.weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=train.weight_decay,
+                                           **averaging)
     else:
         raise UserError(f"config.train.optimizer={train.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
     # Keras matches these against variable names: BatchNorm scale and shift, and biases.

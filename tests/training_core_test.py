@@ -151,6 +151,93 @@ def test_each_stage_key_holds_only_what_the_stage_reads():
     assert not any(name.startswith("attack") for key in keys.values() for name in key[0])
 
 
+def test_a_field_added_later_stays_out_of_the_key_until_it_changes_training():
+    # Runs keyed before train.ema_momentum existed keep their keys at its default.
+    config = demo.get_config("smoke")
+    resolved = json.loads(config.to_json_best_effort())
+    before = {**resolved, "train": {k: v for k, v in resolved["train"].items() if k != "ema_momentum"}}
+    for spec in specs.SPECS.values():
+        assert specs.decisive_fields(resolved, spec) == specs.decisive_fields(before, spec)
+    config.train.ema_momentum = 0.99
+    key = specs.decisive_fields(json.loads(config.to_json_best_effort()), specs.BASELINE)
+    assert key["train.ema_momentum"] == 0.99
+
+
+class Interrupt(Exception):
+    pass
+
+
+class RecordWeights(keras.callbacks.Callback):
+    """Keeps the weights after every training step; raises `Interrupt` before step 1 of epoch
+    `stop_at`, as a crash would."""
+
+    def __init__(self, steps, stop_at=None):
+        super().__init__()
+        self.steps, self.stop_at, self.epoch = steps, stop_at, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        if epoch == self.stop_at:
+            raise Interrupt()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append({w.path: w.numpy() for w in self.model.trainable_weights})
+
+
+def test_weight_averaging_keeps_the_average_across_a_crash_and_validates_it(tmp_path):
+    # a_1 = w_1, a_t = m a_(t-1) + (1 - m) w_t over every step, the crashed run's and the
+    # resumed run's: the final model and the kept epoch's are the average at their step.
+    momentum = 0.6
+    config = smoke_config(epochs=3, ema_momentum=momentum, steps_per_epoch=3)
+    config.adversarial.method = "n_fgsm"  # Robust validation on: it keeps a best epoch.
+    config.validation.update(keep="most_robust", stop_on_collapse=False)
+    workdir, out = str(tmp_path), os.path.join(str(tmp_path), "baseline")
+    steps = []
+    with pytest.raises(Interrupt):
+        train.train(config, workdir, "baseline", callbacks=[RecordWeights(steps, stop_at=2)], verbose=0)
+    assert len(steps) == 6
+    train.train(config, workdir, "baseline", callbacks=[RecordWeights(steps)], verbose=0)
+    assert len(steps) == 9  # Epoch 3 only: the backup of epoch 2 held the raw weights.
+    averages = [steps[0]]
+    for weights in steps[1:]:
+        averages.append({path: momentum * averages[-1][path] + (1 - momentum) * value
+                         for path, value in weights.items()})
+
+    def assert_average(model_file, step):
+        model = keras.saving.load_model(os.path.join(out, model_file))
+        weights = {w.path: w.numpy() for w in model.trainable_weights}
+        shared = set(weights) & set(averages[step])
+        assert len(shared) >= 3  # The classifier's and the encoder's.
+        for path in shared:
+            np.testing.assert_allclose(weights[path], averages[step][path], rtol=1e-4, atol=1e-6)
+            assert not np.allclose(weights[path], steps[step][path], rtol=1e-3, atol=1e-5), path
+
+    assert_average("model.keras", 8)
+    with open(os.path.join(out, "best.json")) as f:
+        best_epoch = json.load(f)["best"]["epoch"]
+    assert_average("best_model.keras", 3 * best_epoch - 1)
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_training_stopped_early_still_ends_with_the_average(tmp_path):
+    # As a collapse stops it: after the average was swapped in at the end of the epoch.
+    momentum = 0.5
+    steps = []
+    train.train(smoke_config(epochs=3, ema_momentum=momentum, steps_per_epoch=2), str(tmp_path),
+                "baseline", callbacks=[RecordWeights(steps), StopAfterFirstEpoch()], verbose=0)
+    assert len(steps) == 2
+    model = keras.saving.load_model(os.path.join(str(tmp_path), "baseline", "model.keras"))
+    weights = {w.path: w.numpy() for w in model.trainable_weights if w.path in steps[0]}
+    assert len(weights) >= 3
+    for path, value in weights.items():
+        np.testing.assert_allclose(value, momentum * steps[0][path] + (1 - momentum) * steps[1][path],
+                                   rtol=1e-4, atol=1e-6)
+
+
 def test_a_finished_stage_with_another_config_is_not_mixed(tmp_path):
     out = str(tmp_path / "pretrain")
     os.makedirs(out)

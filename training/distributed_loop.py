@@ -149,7 +149,7 @@ def fit(model, train, epochs, steps_per_epoch, validation=None, callbacks=(), ve
             training_logs = epoch_logs
             if model.stop_training:
                 break
-        model.optimizer.finalize_variable_values(model.trainable_weights)
+        _finalize(model, callbacks)
         callback_list.on_train_end(logs=training_logs)
     except PEER_ERRORS as error:
         if distribute.worker(strategy) is None:
@@ -158,6 +158,16 @@ def fit(model, train, epochs, steps_per_epoch, validation=None, callbacks=(), ve
     finally:
         model._initial_epoch = None
     return model.history
+
+
+def _finalize(model, callbacks):
+    """Leaves the optimiser's final values in the model (its moving average of the weights,
+    where it keeps one), as `fit` does. When training stopped early after `SwapEMAWeights`
+    put the average into the model at the end of an epoch, the model holds it already and
+    the optimiser the raw weights, which `finalize_variable_values` would put back."""
+    if not any(isinstance(callback, keras.callbacks.SwapEMAWeights)
+               and callback._ema_weights_in_model for callback in callbacks):
+        model.optimizer.finalize_variable_values(model.trainable_weights)
 
 
 def _cause(error):

@@ -10,7 +10,11 @@ the bench do not notice the difference. Every run gets:
   message names the stage, epoch and step, and OUT/backup (the last good epoch) is kept;
   the run writes OUT/diverged.json for the rerun to find;
 - CSV (OUT/history.csv) and TensorBoard (OUT/logs) logs, each epoch's wall seconds among
-  them, and the images per second (`Throughput`; `epoch_seconds(OUT)` reads the seconds back).
+  them, and the images per second (`Throughput`; `epoch_seconds(OUT)` reads the seconds back);
+- with weight averaging (`config.train.ema_momentum`, models/optimizer.py): Keras's
+  `SwapEMAWeights` puts the average into the model at the end of every epoch, after the
+  backup has kept the raw weights (from which a resumed run carries on) and before robust
+  validation, so validation, the kept epochs and the final model are all the average.
 
 Under several workers only the chief writes into OUT; the others restore from OUT/backup
 but write their checkpoints and logs into temporary folders (`training.distribute`), and
@@ -136,6 +140,7 @@ def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.le
         standard = [distribute.backup_callback(strategy, backup, os.path.join(own, BACKUP),
                                                double_checkpoint=True),
                     StopOnDivergence(stage, backup, learning_rate_flag),
+                    *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if averages(model) else []),
                     *([robust_validation] if robust_validation is not None else []),
                     throughput,  # Before the logs, which then record each epoch's seconds.
                     keras.callbacks.CSVLogger(os.path.join(own, "history.csv"), append=True),
@@ -165,6 +170,12 @@ def fit(model, inputs, epochs, out, stage, learning_rate_flag="--config.train.le
         print(f"{stage}: {distribute.describe(strategy)} ends with weights sha256 "
               f"{distribute.weights_digest(model)}", flush=True)
     return history.history, throughput.images_per_second
+
+
+def averages(model):
+    """Whether `model`'s optimiser keeps a moving average of the weights."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    return bool(getattr(optimizer, "use_ema", False))
 
 
 def history(out):

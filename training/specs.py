@@ -46,6 +46,10 @@ NOT_DECIDING = ("train.strategy", "train.cpu_replicas",
                 # Which model the later stages take, and how validation batches its images.
                 "validation.use", "validation.batch_size")
 
+# Fields that came after runs were keyed without them, each with the value that trains as
+# before it existed: at that value a field stays out of the key, so those runs keep theirs.
+ADDED_LATER = {"train.ema_momentum": 0.0}
+
 # Adversarial training and robust validation decide a stage only where they are on (see
 # `decisive_fields`): a run without them keeps the key it had before they existed.
 ROBUSTNESS = ("adversarial", "validation")
@@ -90,7 +94,7 @@ def decisive_fields(resolved, spec):
     return with_data_identity({
         name: value for name, value in flat.items()
         if any(name == read or name.startswith(read + ".") for read in spec.reads)
-        and name not in NOT_DECIDING})
+        and name not in NOT_DECIDING and not (name in ADDED_LATER and value == ADDED_LATER[name])})
 
 
 # (path, size, mtime_ns) -> sha256: a stage checks its key more than once per run.
