@@ -77,8 +77,12 @@ robust-model: $(VENV)/.installed
 	$(PY) run.py --stage export --config configs/robust_photos.py --workdir $(ROBUST_WORKDIR) \
 	  --config.export.model=$(ROBUST_ARM) --config.export.name=$(ROBUST_ARM)
 
+# Two test processes at a time (pytest-xdist; each file's tests stay in one process, so a
+# module's fixtures run once): 1.7x faster than one on the 2-core machines (12 min 44 s ->
+# 7 min 25 s for the same 472 tests, 2026-12-08). TEST_JOBS=0 runs them all in one process.
+TEST_JOBS ?= 2
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
 
 test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m slow --run-slow tests

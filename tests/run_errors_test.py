@@ -27,8 +27,9 @@ from tests import archive_fixtures
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ["data", "baseline", "pretrain", "finetune", "attack", "export", "all", "tune", "compare"]
 # Seconds within which an unknown data set name is reported (it runs first, beside one other
-# command); a TFDS download left to itself offline retries for minutes.
-FAST_SECONDS = 30
+# command, and under `make test` beside another test process); a TFDS download left to
+# itself offline retries for minutes.
+FAST_SECONDS = 60
 
 
 def fingerprint(path):
