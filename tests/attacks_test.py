@@ -271,7 +271,6 @@ def test_sanity_checks_flag_images_outside_the_ball_or_box_and_random_models():
     assert not checks["inside_epsilon_ball"]["passed"]
 
 
-
 def test_attack_xla_auto_follows_the_device_and_onednn():
     from configs import demo
     from models import precision
@@ -297,10 +296,6 @@ def test_the_embedding_picture_draws_its_images_from_every_class_of_a_sorted_tes
     assert len(attack_stage.embedding_indices(len(labels), 5000, seed=0)) == len(labels)
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 def test_an_attack_runs_at_its_own_epsilons_and_pgd_50_takes_fifty_steps(model, monkeypatch):
     from attacks import steps
 
@@ -323,3 +318,7 @@ def test_an_attack_runs_at_its_own_epsilons_and_pgd_50_takes_fifty_steps(model, 
     assert evaluations["pgd-50"].correct[8 / 255].sum() <= evaluations["pgd"].correct[8 / 255].sum() + 1
     assert sorted(worst_case(evaluations)) == [0.0, 8 / 255]
     assert sanity_checks.check(evaluations)["stronger_not_weaker"]["passed"]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

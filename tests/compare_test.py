@@ -160,9 +160,6 @@ def test_a_long_comparison_reports_as_it_goes_on_the_models_trained_so_far(tmp_p
     # once. Models that took this run no time to train are not reported on by themselves.
     assert reports == [["baseline", "supcon", "robust"], ["baseline", "supcon", "supcon_margin", "robust"]]
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
 
 def test_pairs_are_judged_on_every_seed_both_models_have_and_pooled():
     from stages import compare as compare_stage
@@ -206,3 +203,7 @@ def test_the_robust_experiment_trains_each_arm_once_before_any_again_and_judges_
     # The paper's three come first by default.
     from configs import demo
     assert [n for n, _, _ in arms.compared(demo.get_config())] == ["baseline", "supcon", "supcon_margin", "robust"]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -182,10 +182,6 @@ def test_finetune_without_pretrain_says_what_to_run(tmp_path):
         train.train(demo.get_config("smoke"), str(tmp_path), "finetune")
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 def test_channel_statistics_are_exact_without_a_float_copy_of_the_images():
     # Half the images black, half white in channel 0; channel 1 all 51 (0.2); channel 2 random.
     images = np.zeros((10, 4, 4, 3), np.uint8)
@@ -214,3 +210,7 @@ def test_the_builder_warns_where_the_margin_cannot_be_kept(capsys):
         builders.warn_if_margin_unkeepable(changed.loss, 4)
     builders.warn_if_margin_unkeepable(config.loss, 2)  # Two classes keep any distance up to 2.
     assert "WARNING" not in capsys.readouterr().out
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -293,10 +293,6 @@ def test_a_search_whose_every_trial_fails_says_so_and_restores_global_state(tmp_
     assert not os.path.exists(os.path.join(tmp_path, "tune", "best_config.py"))
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 def test_adversarial_training_enters_the_search_key_where_it_trains_the_trials():
     from configs import demo
     from stages import tune as tune_stage
@@ -322,3 +318,7 @@ def test_the_committed_robust_search_is_the_one_configs_robust_photos_asks_for()
     with open(os.path.join(REPO, "results", "robust_photos", "progress", "tune", "inputs.json")) as f:
         committed = json.load(f)
     assert tune_stage.search_inputs(config) == committed
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

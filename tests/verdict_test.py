@@ -118,10 +118,6 @@ def test_the_training_table_names_each_model_s_kept_epoch_times_and_warnings():
                         "- | - | - |")
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 def test_two_seeds_pool_to_the_mean_difference_with_the_error_of_a_mean_of_two():
     one = rows({"method": {("clean", 0): 0.70, ("pgd", 8): 0.42}, "base": {("clean", 0): 0.72, ("pgd", 8): 0.38}})
     two = rows({"method": {("clean", 0): 0.74, ("pgd", 8): 0.40}, "base": {("clean", 0): 0.70, ("pgd", 8): 0.40}})
@@ -140,3 +136,7 @@ def test_two_seeds_pool_to_the_mean_difference_with_the_error_of_a_mean_of_two()
     # An attack or epsilon one seed lacks is left out of the pooled verdict.
     per_seed[1] = per_seed[1][:1]
     assert [e["attack"] for e in verdict.pool(per_seed)] == ["clean"]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
