@@ -85,9 +85,14 @@ def model_folder(config, workdir, name):
 def compared(config):
     """[(name, stage, changes)] that stage compare trains, in order: the paper's three
     (unless config.compare.paper_arms is off), then config.arms by name, every NAME_seedK
-    after the others (by K): each model once before any is trained again."""
-    paper = list(PAPER_ARMS) if config.get("compare", {}).get("paper_arms", True) else []
-    own = sorted(arms(config).items(), key=lambda item: seed_replica(item[0])[1] or 0)
+    after the others (by K): each model once before any is trained again; the arms named
+    in config.compare.follow_ups (questions the results raised) last, in that order."""
+    compare = config.get("compare", {})
+    paper = list(PAPER_ARMS) if compare.get("paper_arms", True) else []
+    later = [name for name in compare.get("follow_ups", ()) if name in arms(config)]
+    own = sorted(((name, found) for name, found in arms(config).items() if name not in later),
+                 key=lambda item: seed_replica(item[0])[1] or 0)
+    own += [(name, arms(config)[name]) for name in later]
     return paper + [(name, stage, changes) for name, (stage, changes) in own]
 
 

@@ -112,6 +112,9 @@ def base_config():
         paper_arms=True,  # Train the paper's three (baseline, supcon, supcon_margin) before the arms.
         pairs=("supcon_margin - baseline", "supcon_margin - supcon"),  # "A - B": A judged against B.
         claim="paper",  # Set beside the verdict: "paper" (arXiv 2412.19747's claim), other text, or "".
+        # Arms trained last, in this order, after every other arm and seed (questions the
+        # results raised); the others train by name, each NAME_seedK after them all.
+        follow_ups=(),
     ))
 
     config.finetune = ml_collections.ConfigDict(dict(

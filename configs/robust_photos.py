@@ -24,17 +24,20 @@ error of the most robust, `training/robust_validation.py`):
 Arms 1-3 train again with seed 1 (`*_seed1`: another validation split, initialisation,
 data order and augmentation), and the verdict pools both seeds once both exist.
 
-A follow-up the arms raised, seed 0 only: `at_supcon_margin_keepable`, arm 3 with the
-search's best margin that 10 classes can all keep apart (pairwise 0.958, trial 00). The
-search's choice, 1.76, is beyond the 1.49 a regular simplex gives (models/margin_loss.py),
-and arm 3 overfit catastrophically for ten epochs (validation PGD-10 0.1-19% at epochs
-2-11) before it recovered; this arm tells whether a margin the classes can keep does so too.
+Then two questions the results raised, seed 0 only, trained last in this order
+(`config.compare.follow_ups`; at_ce_half_width trained before the seed-1 arms, in the
+first run that knew it, when follow-ups still trained among the seed-0 arms):
 
-And one the goal raised (40% under the worst case at 8/255 with at least 70% clean; the
-best of arms 1-3, at_ce, reached 35.5% with 67.6%), seed 0 only: `at_ce_half_width`, at_ce
-at half width (the issue allows it). Its N-FGSM training step takes 0.56 s against
-quarter width's 0.19 s (2.9x; 128 images, mixed_bfloat16, measured alternately in one
-run, 2026-12-07), so about 4 minutes an epoch with validation, 1.8 hours for 25 epochs.
+- The goal (40% under the worst case at 8/255 with at least 70% clean; the best of arms
+  1-3, at_ce, reached 35.5% with 67.6%): `at_ce_half_width`, at_ce at half width (the
+  issue allows it). Its N-FGSM training step takes 0.56 s against quarter width's 0.19 s
+  (2.9x; 128 images, mixed_bfloat16, measured alternately in one run, 2026-12-07), so
+  about 4 minutes an epoch with validation, 1.8 hours for 25 epochs.
+- `at_supcon_margin_keepable`, arm 3 with the search's best margin that 10 classes can all
+  keep apart (pairwise 0.958, trial 00). The search's choice, 1.76, is beyond the 1.49 a
+  regular simplex gives (models/margin_loss.py), and arm 3 overfit catastrophically for
+  ten epochs (validation PGD-10 0.1-19% at epochs 2-11) before it recovered; this arm
+  tells whether a margin the classes can keep does so too.
 
 The search (`:tune`): 6 Bayesian trials of 5 epochs on a seeded 10,000 of the training
 images, the margin's form (pairwise or additive) and value searched, temperature and
@@ -78,8 +81,8 @@ from configs import real_photos
 from configs.base import shrink_for_smoke
 from configs.schema import check_argument
 
-# The arms (configs/arms.py), each a training stage with its config changes, in the order
-# they train; all of them with seed 0 first, then arms 1-3 with seed 1 (`_seed1`).
+# The arms (configs/arms.py), each a training stage with its config changes, trained in
+# the order of their names, then arms 1-3 with seed 1 (`_seed1`), then the follow-ups.
 ARMS = {
     "at_ce": "baseline",
     "at_supcon": "pretrain; loss.margin_weight=0.0",
@@ -91,17 +94,16 @@ ARMS = {
 }
 REPLICATED = ("at_ce", "at_supcon", "at_supcon_margin")
 SEEDS = (1,)
-# After the issue's arms and seeds, one question they raise: 1.76 is more than 10 classes
-# can all keep apart on the unit sphere (at most 1.49, models/margin_loss.py). The search's
-# best trial among margins they can keep (trial 00, pairwise 0.958, 24.9% against 25.3%)
-# trained as at_supcon_margin was, seed 0 only. (Arms train in the order of their names,
-# every NAME_seedK after the others: configs/arms.py.)
+# After the issue's arms and seeds, in this order (config.compare.follow_ups), questions
+# they raised, seed 0 only. The goal (40% under the worst case at 8/255 with 70% clean):
+# at_ce, 35.5% / 67.6%, is the best of arms 1-3, and the issue allows half width: at_ce at
+# half width, the same schedule. Then 1.76 is more than 10 classes can all keep apart on
+# the unit sphere (at most 1.49, models/margin_loss.py): the search's best trial among
+# margins they can keep (trial 00, pairwise 0.958, 24.9% against 25.3%) trained as
+# at_supcon_margin was.
 FOLLOW_UPS = {
-    "at_supcon_margin_keepable": "pretrain; loss.margin_form=pairwise; loss.margin=0.958",
-    # And one the goal raises (40% under the worst case at 8/255 with 70% clean): at_ce,
-    # 35.5% / 67.6%, is the best of arms 1-3; the issue allows half width. at_ce at half
-    # width, the same schedule, seed 0 only.
     "at_ce_half_width": "baseline; model.width=0.5",
+    "at_supcon_margin_keepable": "pretrain; loss.margin_form=pairwise; loss.margin=0.958",
 }
 # Each pair "A - B": A judged against B, on the same test images, pooled over the seeds.
 PAIRS = ("at_supcon - at_ce", "at_supcon_margin - at_supcon", "at_supcon_margin - at_ce",
@@ -136,7 +138,7 @@ def get_config(arg=None):
         pairwise_margin=(0.25, 2.0), additive_margin=(0.0, 0.4), temperature=(0.1, 0.1),
         supcon_weight=(1.0, 1.0), margin_weight=(1.0, 1.0), attack="pgd", epsilon=8.0,
         min_clean_accuracy=0.2, validation_examples=1000)
-    config.compare.update(paper_arms=False, pairs=PAIRS, claim=QUESTION)
+    config.compare.update(paper_arms=False, pairs=PAIRS, claim=QUESTION, follow_ups=tuple(FOLLOW_UPS))
     for name, text in {**ARMS, **FOLLOW_UPS}.items():
         config.arms[name] = text
     if arg == "tune":

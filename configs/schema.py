@@ -209,6 +209,7 @@ FIELDS = {
     "compare.paper_arms": Flag(),
     "compare.pairs": Items(Text(), unique=True),
     "compare.claim": Text(),
+    "compare.follow_ups": Items(Text(), unique=True),
 
     "finetune.mode": Choice(("linear", "full")),
     "finetune.epochs": _POSITIVE,
@@ -387,6 +388,11 @@ def _check_relations(config):
                   f"must be at most {section}.epochs={schedule.epochs}")
     if "compare" in config:
         _check_pairs(config)
+        unknown = [name for name in config.compare.follow_ups if name not in arms.arms(config)]
+        if unknown:
+            _fail("compare.follow_ups", config.compare.follow_ups,
+                  f"item {unknown[0]!r} is not an arm of this config (its arms: "
+                  f"{', '.join(arms.arms(config)) or 'none'})")
     exportable = TRAINING_STAGES + tuple(arms.arms(config))
     if "export" in config and config.export.model not in exportable:
         _fail("export.model", config.export.model,

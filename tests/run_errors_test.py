@@ -262,6 +262,9 @@ CONFIG_MISTAKES = {
     "pair_naming_an_untrained_model": flag_mistake(
         ["--config.compare.pairs=supcon_margin - robust_long"], "--config.compare.pairs",
         "names 'robust_long', which stage compare does not train"),
+    "follow_up_that_is_no_arm": flag_mistake(
+        ["--config.compare.follow_ups=robust,robust_long"], "--config.compare.follow_ups",
+        "item 'robust_long' is not an arm of this config", "its arms: robust"),
     "export_of_an_unknown_model": flag_mistake(
         ["--config.export.model=robust_long"], "--config.export.model=robust_long",
         "must be a training stage or an arm of this config", "finetune, robust"),
