@@ -47,12 +47,14 @@ def _stored_models(progress):
 
 
 def _published():
-    """[(experiment, model name, FGSM record path)] of every committed progress folder."""
+    """[(experiment, model name, FGSM record path)] of every committed progress folder (not
+    the `.partial.json` of an evaluation still under way)."""
     found = []
     for progress in PROGRESS:
         experiment = os.path.basename(os.path.dirname(progress))
         for record in sorted(glob.glob(os.path.join(progress, "attack", "records", "*", "fgsm-*.json"))):
-            found.append((experiment, os.path.basename(os.path.dirname(record)), record))
+            if not record.endswith(".partial.json"):
+                found.append((experiment, os.path.basename(os.path.dirname(record)), record))
     return found
 
 
