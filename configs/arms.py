@@ -89,11 +89,11 @@ def compared(config):
     in config.compare.follow_ups (questions the results raised) last, in that order."""
     compare = config.get("compare", {})
     paper = list(PAPER_ARMS) if compare.get("paper_arms", True) else []
-    later = [name for name in compare.get("follow_ups", ()) if name in arms(config)]
-    own = sorted(((name, found) for name, found in arms(config).items() if name not in later),
-                 key=lambda item: seed_replica(item[0])[1] or 0)
-    own += [(name, arms(config)[name]) for name in later]
-    return paper + [(name, stage, changes) for name, (stage, changes) in own]
+    parsed = arms(config)
+    later = [name for name in compare.get("follow_ups", ()) if name in parsed]
+    order = sorted((name for name in parsed if name not in later),
+                   key=lambda name: seed_replica(name)[1] or 0) + later
+    return paper + [(name, *parsed[name]) for name in order]
 
 
 def parse_pair(text):
